@@ -1,0 +1,1 @@
+"""runstream benchmarks: each prints ratios measured side by side in one run."""

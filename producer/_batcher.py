@@ -1,0 +1,153 @@
+"""Turning buffered items into batches: grouping, steps, seqs and encoding.
+
+The hot path leaves raw tuples in the buffer (no objects built, no clock read):
+
+    (run_index, name, value, step_or_None)   a scalar point
+    (run_index, event)                       any other event
+
+``run_index`` is the run's place in the logger's table of :class:`RunHandle`.  A
+small int rather than the handle itself: a tuple holding only ints, floats and
+strings is untracked by the garbage collector at its first collection, so a full
+buffer costs the collector nothing (with the handle inside, every call cost
+twice as much under a deep buffer).
+
+:func:`build_batches` groups them per run into batches of at most
+:data:`MAX_BATCH_WEIGHT` points (the scalars of one metric columnar, in the position
+of the metric's first point, so events keep their order), fills in default steps
+(0, 1, 2, ... per metric, continuing after the last step given), stamps the points
+with the drain time, gives each batch the run's next seq and encodes it.  It runs in
+the logger thread, or in a caller thread helping to drain an overfull buffer, always
+under the logger's drain lock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Final, TypeAlias
+
+from runstream._spool import OutgoingBatch
+from runstream.codec import Batch, encode_batch
+from runstream.events import Event, ListLogged, MetricsLogged, TableLogged, Value
+
+if TYPE_CHECKING:
+    from runstream._channel import Channel
+
+__all__ = ["MAX_BATCH_WEIGHT", "Item", "Point", "RunHandle", "build_batches"]
+
+#: Points (or list values, or table cells) in one stream entry at most.
+MAX_BATCH_WEIGHT: Final = 16_384
+
+
+class RunHandle:
+    """What the logger keeps per run in this process.
+
+    ``seq`` and ``next_step`` are guarded by the logger's drain lock; ``live`` is read
+    by the heartbeat timer.
+    """
+
+    __slots__ = ("__weakref__", "channel", "index", "live", "next_step", "run_id", "seq", "stream")
+
+    def __init__(self, index: int, run_id: str, stream: str, channel: Channel) -> None:
+        self.index = index
+        self.run_id = run_id
+        self.stream = stream
+        self.channel = channel
+        self.seq = 0
+        self.next_step: dict[str, int] = {}
+        self.live = True
+
+    def __repr__(self) -> str:
+        return f"RunHandle({self.run_id!r}, seq={self.seq})"
+
+
+#: A scalar point as the hot path leaves it: (run index, name, value, step or None).
+Point: TypeAlias = "tuple[int, str, Value, int | None]"
+#: A buffered item: a scalar point, or any other event.
+Item: TypeAlias = "Point | tuple[int, Event]"
+
+
+class _Builder:
+    """The batch being built for one run: events, and open columns per metric."""
+
+    __slots__ = ("events", "handle", "series", "weight")
+
+    def __init__(self, handle: RunHandle) -> None:
+        self.handle = handle
+        self.events: list[Event | list[Point]] = []
+        self.series: dict[str, list[Point]] = {}
+        self.weight = 0
+
+
+def _weight(event: Event) -> int:
+    if isinstance(event, ListLogged):
+        return len(event.values)
+    if isinstance(event, TableLogged):
+        return sum(len(col) for col in event.columns.values())
+    return 1
+
+
+def build_batches(
+    items: Iterable[Item], producer: str, handles: list[RunHandle]
+) -> list[tuple[Channel, OutgoingBatch]]:
+    """Batches for ``items`` (in order per run), each paired with its destination.
+
+    ``handles`` is the logger's table that the items' run indexes point into.
+    """
+    builders: dict[int, _Builder] = {}
+    done: list[_Builder] = []
+    # The loop runs once per point: the current run's builder and its open columns
+    # are kept in locals, and switched only when the run changes.
+    last = -1
+    builder = _Builder(handles[0]) if handles else None
+    series_of: dict[str, list[Point]] = {}
+    for item in items:
+        if item[0] != last:
+            last = item[0]
+            builder = builders.get(last)
+            if builder is None:
+                builder = builders[last] = _Builder(handles[last])
+            series_of = builder.series
+        assert builder is not None  # noqa: S101  # set by the switch above (for mypy)
+        if len(item) == 4:
+            series = series_of.get(item[1])
+            if series is None:
+                series = series_of[item[1]] = []
+                builder.events.append(series)
+            series.append(item)
+            builder.weight += 1
+        else:
+            series_of = builder.series = {}  # later points open new columns after this event
+            builder.events.append(item[1])
+            builder.weight += _weight(item[1])
+        if builder.weight >= MAX_BATCH_WEIGHT:
+            done.append(builder)
+            del builders[last]
+            last = -1
+    done.extend(builders.values())
+    now = time.time()
+    return [(b.handle.channel, _encode(b, producer, now)) for b in done]
+
+
+def _columns(handle: RunHandle, points: list[Point], now: float) -> MetricsLogged:
+    name = points[0][1]
+    given = [p[3] for p in points]
+    start = handle.next_step.get(name, 0)
+    steps: range | list[int]
+    if given.count(None) == len(given):  # the usual case: default steps
+        steps = range(start, start + len(points))
+    else:
+        steps = []
+        for step in given:
+            steps.append(start if step is None else step)
+            start = steps[-1] + 1
+    handle.next_step[name] = steps[-1] + 1
+    return MetricsLogged(name, steps, [p[2] for p in points], now)
+
+
+def _encode(builder: _Builder, producer: str, now: float) -> OutgoingBatch:
+    handle = builder.handle
+    handle.seq += 1
+    events = [e if not isinstance(e, list) else _columns(handle, e, now) for e in builder.events]
+    fields = encode_batch(Batch(run_id=handle.run_id, producer=producer, seq=handle.seq, events=events))
+    return OutgoingBatch(stream=handle.stream, fields=fields, size=len(fields["b"]), events=builder.weight)

@@ -1,0 +1,126 @@
+"""A channel: one Redis destination of the logger, with its client and outbox.
+
+Lives in the logger thread: the asyncio client is created there on first use and
+only ever awaited there.  ``send`` pipelines the oldest queued batches as XADDs;
+on failure the channel backs off (doubling up to :data:`MAX_BACKOFF`) and keeps its
+batches, which the outbox spills to disk if the outage lasts.  A retried pipeline may
+write an entry twice; each carries its seq, so the collector applies it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, cast
+
+from redis.exceptions import RedisError
+from redis.typing import EncodableT, FieldT
+from runstream._log import sdk_logger
+from runstream._outbox import Outbox
+from runstream._spool import Spool
+from runstream.connection import connect, mask_url
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+__all__ = ["MAX_BACKOFF", "Channel"]
+
+#: Longest pause between two attempts to reach an unreachable Redis, in seconds.
+MAX_BACKOFF: Final = 2.0
+_FIRST_BACKOFF: Final = 0.05
+#: One pipeline carries at most this many entries / about this many bytes.
+_PIPELINE_BATCHES: Final = 256
+_PIPELINE_BYTES: Final = 8 * 1024 * 1024
+
+_log = partial(sdk_logger, "runstream.logger")
+
+
+class Channel:
+    """Batches bound for one Redis URL.
+
+    Attributes:
+        outbox: the FIFO of batches not yet in Redis.
+        retry_at: monotonic time before which no send is tried (after a failure).
+        sending: a send is in flight (only the logger thread reads or writes it).
+    """
+
+    def __init__(self, url: str, spool_root: Path, producer: str, max_memory_bytes: int) -> None:
+        self.url = url
+        # One spool folder per destination, so a spool is only replayed where it was bound.
+        self._spool_folder = spool_root / hashlib.sha256((mask_url(url) or "").encode()).hexdigest()[:16]
+        self._max_memory_bytes = max_memory_bytes
+        self.outbox = Outbox(Spool(self._spool_folder, producer), max_memory_bytes)
+        self.retry_at = 0.0
+        self.sending = False
+        self._failures = 0
+        self._client: aioredis.Redis | None = None
+        self.batches_sent = 0
+        self.bytes_sent = 0
+        self.events_sent = 0
+        self.retries = 0
+        self.last_error: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Channel({mask_url(self.url)!r}, pending={self.outbox.pending})"
+
+    @property
+    def client(self) -> aioredis.Redis:
+        if self._client is None:
+            self._client = connect(self.url, retries=1)
+        return self._client
+
+    def ready(self, now: float) -> bool:
+        return not self.sending and now >= self.retry_at and self.outbox.pending > 0
+
+    async def send(self) -> None:
+        """XADD the oldest batches in one pipeline; on failure, back off and keep them."""
+        batches = self.outbox.head(_PIPELINE_BATCHES, _PIPELINE_BYTES)
+        if not batches:
+            return
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for batch in batches:
+                    # A pipeline queues the command and returns itself; nothing to await here.
+                    _ = pipe.xadd(batch.stream, cast("dict[FieldT, EncodableT]", batch.fields))
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            return
+        self.outbox.ack(len(batches))
+        if self._failures:
+            _log().info("redis_reachable_again", redis=mask_url(self.url), after_attempts=self._failures)
+        self._failures = 0
+        self.batches_sent += len(batches)
+        self.events_sent += sum(b.events for b in batches)
+        self.bytes_sent += sum(b.size for b in batches)
+
+    def _failed(self, exc: BaseException) -> None:
+        self._failures += 1
+        self.retries += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        backoff = min(MAX_BACKOFF, _FIRST_BACKOFF * 2 ** (self._failures - 1))
+        self.retry_at = time.monotonic() + backoff
+        if self._failures == 1:
+            _log().warning(
+                "redis_unreachable",
+                redis=mask_url(self.url),
+                error=self.last_error,
+                pending_batches=self.outbox.pending,
+                spool=str(self.outbox.spool.path),
+            )
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def reset_for(self, producer: str) -> None:
+        """Start afresh in a forked child: the parent keeps sending what it queued, and
+        the client's socket and the spool's lock are the parent's."""
+        self._client = None
+        self.sending = False
+        self.retry_at = 0.0
+        self._failures = 0
+        self.outbox = Outbox(Spool(self._spool_folder, producer), self._max_memory_bytes)

@@ -1,0 +1,104 @@
+"""Run files: the pluggable artifact store and its default, a local folder.
+
+A store keeps each run's files under the run's own namespace; names are checked by
+:func:`runstream.validation.check_file_name` so nothing escapes it.  The default
+:class:`LocalArtifactStore` writes to ``<data_dir>/artifacts/<workspace>/<run_id>/``,
+the folder ``runstream serve`` serves.  Every stored file is also recorded as a
+``FileUploaded`` event (name, size, sha256) by the run that stored it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol, runtime_checkable
+
+from runstream.validation import check_file_name
+
+__all__ = ["ArtifactStore", "LocalArtifactStore", "StoredFile"]
+
+_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """What the store knows of one file after storing it."""
+
+    name: str
+    size: int
+    sha256: str
+
+
+@runtime_checkable
+class ArtifactStore(Protocol):
+    """Where run files live.  Implementations must be safe to call from any thread."""
+
+    def put(self, run_id: str, name: str, source: BinaryIO) -> StoredFile:
+        """Store ``source`` (read to its end) as the run's file ``name``."""
+        ...
+
+    def names(self, run_id: str) -> list[str]:
+        """The run's file names, sorted."""
+        ...
+
+    def open(self, run_id: str, name: str) -> BinaryIO:
+        """Open the run's file ``name`` for reading; ``FileNotFoundError`` if absent."""
+        ...
+
+
+class LocalArtifactStore:
+    """Files in a local folder; writes are atomic (temp file, then rename)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def __repr__(self) -> str:
+        return f"LocalArtifactStore({str(self.root)!r})"
+
+    def _run_dir(self, run_id: str) -> Path:
+        return self.root / run_id
+
+    def path_of(self, run_id: str, name: str) -> Path:
+        """The local path of a run's file (the name is checked to stay inside the run's folder)."""
+        return self._run_dir(run_id) / check_file_name(name)
+
+    def put(self, run_id: str, name: str, source: BinaryIO) -> StoredFile:
+        target = self.path_of(run_id, name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        size = 0
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := source.read(_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+            Path(tmp).replace(target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return StoredFile(name=check_file_name(name), size=size, sha256=digest.hexdigest())
+
+    def names(self, run_id: str) -> list[str]:
+        run_dir = self._run_dir(run_id)
+        if not run_dir.is_dir():
+            return []
+        return sorted(
+            p.relative_to(run_dir).as_posix()
+            for p in run_dir.rglob("*")
+            if p.is_file() and not p.name.startswith(".upload-")
+        )
+
+    def open(self, run_id: str, name: str) -> BinaryIO:
+        return self.path_of(run_id, name).open("rb")
+
+    def copy_to(self, run_id: str, name: str, destination: Path) -> None:
+        """Copy a run's file to ``destination`` (creating its folder)."""
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        with self.open(run_id, name) as src, destination.open("wb") as dst:
+            shutil.copyfileobj(src, dst, _CHUNK)

@@ -1,0 +1,156 @@
+"""Workspace settings: where they come from and what they hold.
+
+:meth:`Settings.from_config` looks, in order of precedence, at:
+
+1. the environment: ``RUNSTREAM_REDIS_URL``, ``RUNSTREAM_URL`` (the server),
+   ``RUNSTREAM_WORKSPACE``, ``RUNSTREAM_TOKEN``, ``RUNSTREAM_DATA_DIR``;
+2. ``.runstream/config.json`` in the working folder or its parents (or ``path``);
+3. the embedded instance that ``runstream up`` recorded in ``.runstream/instance.json``.
+
+With no Redis URL from any of them it raises :class:`~runstream.errors.ConfigError`
+saying how to start one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Final, Self
+
+from runstream.connection import mask_url
+from runstream.errors import ConfigError
+from runstream.keys import DEFAULT_PREFIX, DEFAULT_SHARDS, check_identifier
+
+__all__ = ["CONFIG_FILE", "DATA_DIR_NAME", "INSTANCE_FILE", "Settings"]
+
+DATA_DIR_NAME: Final = ".runstream"
+CONFIG_FILE: Final = "config.json"
+#: Written by ``runstream up``: the URLs of the embedded Redis and server.
+INSTANCE_FILE: Final = "instance.json"
+
+_ENV: Final = {
+    "RUNSTREAM_REDIS_URL": "redis_url",
+    "RUNSTREAM_URL": "server_url",
+    "RUNSTREAM_WORKSPACE": "workspace",
+    "RUNSTREAM_TOKEN": "token",
+    "RUNSTREAM_DATA_DIR": "data_dir",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a workspace needs to know; immutable, passed explicitly.
+
+    Attributes:
+        redis_url: where the streams and records live (``redis://`` or ``rediss://``).
+        workspace: the workspace name, part of every key.
+        server_url: base URL of ``runstream serve`` (for portal URLs and remote files).
+        token: bearer token for the server; never shown by ``repr``.
+        data_dir: the local folder for artifacts and the spool.
+        key_prefix: first component of every Redis key.
+        shards: number of ingest streams.
+        max_memory_bytes: encoded batches held in memory before spilling to disk.
+        max_queue_events: events the in-process buffer holds before ``log`` helps drain it.
+        heartbeat_interval: seconds between heartbeats of a live run.
+        exit_flush_timeout: seconds the exit flush waits for Redis before spooling.
+    """
+
+    redis_url: str
+    workspace: str = "default"
+    server_url: str | None = None
+    token: str | None = field(default=None, repr=False)
+    data_dir: Path = field(default_factory=lambda: Path(DATA_DIR_NAME).absolute())
+    key_prefix: str = DEFAULT_PREFIX
+    shards: int = DEFAULT_SHARDS
+    max_memory_bytes: int = 64 * 1024 * 1024
+    max_queue_events: int = 1_000_000
+    heartbeat_interval: float = 5.0
+    exit_flush_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(
+                f"redis_url must start with redis://, rediss:// or unix://, not {mask_url(self.redis_url)!r}"
+            )
+        check_identifier("workspace", self.workspace)
+        check_identifier("key prefix", self.key_prefix)
+        for name in ("max_memory_bytes", "max_queue_events", "shards"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be positive")
+        if self.heartbeat_interval <= 0 or self.exit_flush_timeout < 0:
+            raise ConfigError("heartbeat_interval must be positive and exit_flush_timeout not negative")
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{f.name}={mask_url(self.redis_url)!r}" if f.name == "redis_url" else f"{f.name}={getattr(self, f.name)!r}"
+            for f in fields(self)
+            if f.repr
+        )
+        return f"Settings({shown}, token={'***' if self.token else None})"
+
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Self:
+        """Settings from the environment, the config file and the embedded instance.
+
+        Args:
+            path: a config file, or a folder to start the search from (default: cwd).
+            env: the environment to read (default: ``os.environ``).
+
+        Raises:
+            ConfigError: the config file is unreadable, or no Redis URL is known.
+        """
+        env = os.environ if env is None else env
+        config_file = _find_config(Path(path) if path is not None else None)
+        values: dict[str, Any] = _read_json(config_file) if config_file else {}
+        data_dir = config_file.parent if config_file else Path.cwd() / DATA_DIR_NAME
+        values.setdefault("data_dir", str(data_dir))
+        values.update({key: env[var] for var, key in _ENV.items() if env.get(var)})
+        if not values.get("redis_url"):
+            instance = Path(values["data_dir"]) / INSTANCE_FILE
+            if instance.is_file():
+                recorded = _read_json(instance)
+                values["redis_url"] = recorded.get("redis_url")
+                values.setdefault("server_url", recorded.get("server_url"))
+        if not values.get("redis_url"):
+            raise ConfigError(
+                "no Redis to log to: run `runstream up` in this folder to start the embedded one,"
+                " or set RUNSTREAM_REDIS_URL (e.g. redis://localhost:6379/0),"
+                f' or write {{"redis_url": ...}} to {DATA_DIR_NAME}/{CONFIG_FILE}'
+            )
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown settings {unknown} in {config_file}")
+        values["data_dir"] = Path(values["data_dir"]).absolute()
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise ConfigError(f"bad settings in {config_file}: {exc}") from exc
+
+    def with_changes(self, **changes: Any) -> Self:
+        """A copy with some settings changed (tests and the CLI tune the logger this way)."""
+        return replace(self, **changes)
+
+
+def _find_config(start: Path | None) -> Path | None:
+    if start is not None and start.is_file():
+        return start
+    folder = (start or Path.cwd()).absolute()
+    for candidate in (folder, *folder.parents):
+        config = candidate / DATA_DIR_NAME / CONFIG_FILE
+        if config.is_file():
+            return config
+    return None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object")
+    return data

@@ -1,0 +1,60 @@
+"""Experiments: named groups of runs in a workspace."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from runstream.connection import connect
+from runstream.keys import check_identifier
+from runstream.logger import get_logger
+from runstream.run import Run
+from runstream.workspace import Workspace
+
+__all__ = ["Experiment"]
+
+
+class Experiment:
+    """A named group of runs.
+
+    Args:
+        workspace: the workspace the experiment belongs to.
+        name: 1-255 letters, digits, ``_``, ``.`` or ``-`` (it is part of run ids and URLs).
+    """
+
+    def __init__(self, workspace: Workspace, name: str) -> None:
+        self.workspace = workspace
+        self.name = check_identifier("experiment", name)
+
+    def __repr__(self) -> str:
+        return f"Experiment(name={self.name!r}, workspace={self.workspace.name!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Experiment)
+            and other.name == self.name
+            and other.workspace.settings == self.workspace.settings
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.workspace.name))
+
+    def start_logging(self, *, display_name: str | None = None) -> Run:
+        """Start an interactive run (status Running) that this process logs to.
+
+        Use it as a context manager to complete it on normal exit and fail it, with
+        the error, on an exception.  A run left running when the process exits is
+        completed then (or failed, if the process died of an uncaught exception).
+        """
+        return Run._start(self, display_name=display_name, parent_id=None)
+
+    def get_runs(self) -> list[Run]:
+        """The experiment's runs, newest first (as the collector has indexed them)."""
+        key = self.workspace.keys.experiment_runs(self.name)
+        url = self.workspace.settings.redis_url
+
+        async def newest_first() -> list[bytes]:
+            async with connect(url) as client:
+                ids = await client.zrevrange(key, 0, -1)
+            return cast("list[bytes]", ids)  # RESP2 and bytes replies: a list of bytes
+
+        return [Run(self, run_id.decode()) for run_id in get_logger().call(newest_first, timeout=30)]

@@ -1,0 +1,147 @@
+"""Every Redis key name runstream uses, built in one place.
+
+The producer, the collector and the consumers all import :class:`Keys`; no key
+name appears as a string literal anywhere else.  Keys carry a Redis Cluster
+hash tag (the part in braces) so that everything about one run lives in one
+slot and can be updated by one atomic script:
+
+    rs:{<ws>:s<N>}:ingest        ingest shard stream N (a run id hashes to one shard)
+    rs:<ws>:{<run_id>}:meta      hash: experiment, status, times, parent, error
+    rs:<ws>:{<run_id>}:<part>    tags, properties, metric index and series, files,
+                                 applied seqs, live stream, output log
+    rs:<ws>:exp:<name>:runs      sorted set of run ids by start time
+    rs:<ws>:experiments          set of experiment names
+    rs:<ws>:deadletter           stream of refused entries with the reason
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+
+__all__ = ["DEFAULT_PREFIX", "DEFAULT_SHARDS", "INGEST_GROUP", "Keys", "check_identifier"]
+
+DEFAULT_PREFIX = "rs"
+DEFAULT_SHARDS = 4
+#: The consumer group every collector reader joins on each ingest shard.
+INGEST_GROUP = "collectors"
+
+# Workspace, experiment and key-prefix names end up inside key names and run ids;
+# braces would break the hash tags and ':' the layout, so they are kept to a safe,
+# URL-friendly alphabet (as Azure ML does for experiment names).
+_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
+
+
+def check_identifier(kind: str, value: object) -> str:
+    """Return ``value`` if it is a valid workspace/experiment/prefix name.
+
+    Raises:
+        TypeError: ``value`` is not a str.
+        ValueError: it is empty, too long or uses characters outside ``[A-Za-z0-9_.-]``.
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{kind} name must be a str, not {type(value).__name__}")
+    if not _IDENTIFIER.fullmatch(value):
+        raise ValueError(
+            f"{kind} name {value!r} is invalid: use 1-255 letters, digits, '_', '.' or '-',"
+            " starting with a letter or digit"
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names of one workspace.
+
+    Attributes:
+        workspace: the workspace name (part of every key).
+        prefix: the first component of every key; tests use one per test.
+        shards: how many ingest streams the workspace spreads runs over.
+    """
+
+    workspace: str
+    prefix: str = DEFAULT_PREFIX
+    shards: int = DEFAULT_SHARDS
+
+    def __post_init__(self) -> None:
+        check_identifier("workspace", self.workspace)
+        check_identifier("key prefix", self.prefix)
+        if not 1 <= self.shards <= 1024:
+            raise ValueError(f"shards must be between 1 and 1024, not {self.shards}")
+
+    # -- ingest ---------------------------------------------------------------------
+
+    def shard_of(self, run_id: str) -> int:
+        """The ingest shard a run's batches go to (stable across processes)."""
+        return zlib.crc32(run_id.encode()) % self.shards
+
+    def ingest(self, shard: int) -> str:
+        return f"{self.prefix}:{{{self.workspace}:s{shard}}}:ingest"
+
+    def ingest_for(self, run_id: str) -> str:
+        return self.ingest(self.shard_of(run_id))
+
+    def ingest_lease(self, shard: int) -> str:
+        """Lease key naming the collector that owns a shard (same slot as the shard)."""
+        return f"{self.prefix}:{{{self.workspace}:s{shard}}}:lease"
+
+    # -- one run's record (all in the run's slot) ------------------------------------
+
+    def _run(self, run_id: str, part: str) -> str:
+        return f"{self.prefix}:{self.workspace}:{{{run_id}}}:{part}"
+
+    def meta(self, run_id: str) -> str:
+        return self._run(run_id, "meta")
+
+    def tags(self, run_id: str) -> str:
+        return self._run(run_id, "tags")
+
+    def properties(self, run_id: str) -> str:
+        return self._run(run_id, "props")
+
+    def metric_index(self, run_id: str) -> str:
+        """Hash: metric name -> how the metric was logged (its kind) and point count."""
+        return self._run(run_id, "metrics")
+
+    def metric_series(self, run_id: str, name: str) -> str:
+        """Packed numeric series of one metric; the name follows the hash tag, so any
+        unicode (braces included) is safe."""
+        return self._run(run_id, f"m:{name}")
+
+    def metric_values(self, run_id: str, name: str) -> str:
+        """Non-packed values of one metric (lists, rows, tables, strings)."""
+        return self._run(run_id, f"v:{name}")
+
+    def files(self, run_id: str) -> str:
+        return self._run(run_id, "files")
+
+    def children(self, run_id: str) -> str:
+        return self._run(run_id, "children")
+
+    def applied(self, run_id: str) -> str:
+        """Hash: producer id -> last seq applied, for exactly-once apply."""
+        return self._run(run_id, "seqs")
+
+    def live(self, run_id: str) -> str:
+        """Capped stream of compact updates that subscribers follow."""
+        return self._run(run_id, "live")
+
+    def output(self, run_id: str) -> str:
+        """Stream of the run's captured output lines."""
+        return self._run(run_id, "out")
+
+    # -- workspace indexes ----------------------------------------------------------
+
+    def experiments(self) -> str:
+        return f"{self.prefix}:{self.workspace}:experiments"
+
+    def experiment_runs(self, experiment: str) -> str:
+        return f"{self.prefix}:{self.workspace}:exp:{experiment}:runs"
+
+    def deadletter(self) -> str:
+        return f"{self.prefix}:{self.workspace}:deadletter"
+
+    def pattern(self) -> str:
+        """A SCAN pattern matching every key of this workspace (for tests and cleanup)."""
+        return f"{self.prefix}:*{self.workspace}*"

@@ -1,0 +1,463 @@
+"""The non-blocking logger: the in-process buffer and the thread that drains it.
+
+One :class:`EventLogger` per process.  ``run.log`` appends a tuple to
+:attr:`EventLogger.queue` (a ``deque``: appends and pops are atomic) and returns; it
+takes no lock and does no I/O.  A daemon thread runs an asyncio loop whose *pump*
+drains the buffer into per-run batches (:mod:`runstream._batcher`), queues them in
+each destination's outbox (:mod:`runstream._outbox`, memory then disk) and sends them
+with pipelined XADDs (:mod:`runstream._channel`).
+
+Adaptive batching: while the pump is idle it raises :attr:`EventLogger.attention`,
+and the next ``log`` wakes it, so a lone event leaves within about a millisecond;
+while a send is in flight, events pile up in the buffer and leave together.
+
+The one flag the hot path reads, ``attention``, also asks callers for help when the
+buffer outgrows ``max_queue_events`` (the caller drains it into the outbox itself,
+which spills to disk, rather than letting memory grow) and makes ``log`` raise once
+the spool cannot be written.  Failures in the thread surface through ``flush``,
+``stats`` and that flag, never as a dead thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, TypeVar, cast
+
+from runstream._batcher import Item, RunHandle, build_batches
+from runstream._channel import Channel
+from runstream._log import sdk_logger
+from runstream._spool import OutgoingBatch
+from runstream.config import Settings
+from runstream.errors import FlushTimeoutError, LoggerError, RunstreamError, SpoolError
+from runstream.events import HeartbeatSent
+from runstream.keys import Keys
+
+__all__ = ["EventLogger", "LoggerStats", "get_logger"]
+
+T = TypeVar("T")
+
+#: Items the pump takes from the buffer in one go (keeps the loop responsive).
+_DRAIN_MAX: Final = 262_144
+#: While a send is in flight or Redis is backing off, the buffer is still drained
+#: into the outbox this often, so memory stays bounded by the outbox.
+DRAIN_TICK: Final = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class LoggerStats:
+    """Counters of the process's logger (all since the process started)."""
+
+    events_logged: int
+    events_sent: int
+    batches_sent: int
+    bytes_sent: int
+    batches_spooled: int
+    retries: int
+    queue_depth: int
+    pending_batches: int
+    pending_events: int
+    last_error: str | None
+
+
+class _FlushMarker:
+    """Put in the buffer by ``flush``; done once every batch queued before it is acked."""
+
+    __slots__ = ("done", "targets")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.targets: list[tuple[Channel, int]] | None = None
+
+
+class EventLogger:
+    """The process's buffer, pump thread and destinations.
+
+    Attributes:
+        queue: the buffer; the hot path appends, the pump (or a helping caller,
+            under ``_drain_lock``) pops.
+        attention: read by every ``log``; True when the pump is idle (wake it),
+            the buffer is overfull (help drain it) or the spool failed (raise).
+        producer: this process's producer id (new after a fork).
+    """
+
+    def __init__(self) -> None:
+        self.queue: deque[Item | _FlushMarker] = deque()
+        self.attention = True
+        self.producer = _new_producer_id()
+        self.max_queue_events = 1_000_000
+        self.heartbeat_interval = 5.0
+        self.exit_flush_timeout = 10.0
+        self.events_logged = 0
+        # Markers asked for (bumped before one enters the buffer) and found by drains:
+        # while they differ, a drain looks for markers among what it popped.
+        self._flush_requests = 0
+        self._markers_found = 0
+        self._drain_lock = threading.Lock()  # guards draining and the handles' seqs
+        self._start_lock = threading.Lock()
+        self._channels: dict[tuple[str, Path], Channel] = {}
+        #: Every run this process logged to; items in the buffer point here by index.
+        self._handles: list[RunHandle] = []
+        self._by_run: dict[tuple[str, Channel], RunHandle] = {}
+        self._live: set[RunHandle] = set()  # runs that send heartbeats
+        self._markers: list[_FlushMarker] = []  # drained, waiting for acks (pump only)
+        self._error: RunstreamError | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._stopping = False
+        self._exit_hooks: list[Callable[[], None]] = []
+        self._atexit_registered = False
+
+    # -------------------------------------------------------------- runs and channels
+
+    def register(self, run_id: str, settings: Settings, keys: Keys) -> RunHandle:
+        """A handle for logging to ``run_id`` through the workspace of ``settings``."""
+        channel = self._channel(settings)
+        with self._drain_lock:
+            handle = self._by_run.get((run_id, channel))
+            if handle is None:  # one handle (so one seq counter) per run and destination
+                handle = RunHandle(len(self._handles), run_id, keys.ingest_for(run_id), channel)
+                self._handles.append(handle)
+                self._by_run[(run_id, channel)] = handle
+        handle.live = True
+        self.max_queue_events = settings.max_queue_events
+        self.heartbeat_interval = settings.heartbeat_interval
+        self.exit_flush_timeout = settings.exit_flush_timeout
+        self._live.add(handle)
+        self._ensure_started()
+        return handle
+
+    def retire(self, handle: RunHandle) -> None:
+        """The run reached a final status here: no more heartbeats for it."""
+        handle.live = False
+        self._live.discard(handle)
+
+    def add_exit_hook(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` at exit before the final flush (runs finish themselves there)."""
+        self._exit_hooks.append(hook)
+
+    def _channel(self, settings: Settings) -> Channel:
+        key = (settings.redis_url, settings.data_dir)
+        channel = self._channels.get(key)
+        if channel is None:
+            channel = Channel(settings.redis_url, settings.data_dir / "spool", self.producer, settings.max_memory_bytes)
+            adopted = channel.outbox.spool.adopt_orphans()
+            if adopted:
+                channel.outbox.pushed_total += adopted
+                sdk_logger("runstream.logger").info(
+                    "spool_adopted", batches=adopted, spool=str(channel.outbox.spool.path)
+                )
+            self._channels[key] = channel
+        return channel
+
+    # ------------------------------------------------------------------- hot path help
+
+    def attend(self) -> None:
+        """Called by ``log`` when :attr:`attention` is up: wake, help, or raise."""
+        if self._error is not None:
+            raise self._error
+        self._ensure_started()
+        self.attention = False
+        if len(self.queue) > self.max_queue_events:
+            self._drain()  # the pump cannot keep up: drain here rather than grow
+        self._wake_pump()
+
+    def _wake_pump(self) -> None:
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(wake.set)
+
+    # ------------------------------------------------------------------------- flush
+
+    def flush(self, timeout: float | None = 10.0) -> None:
+        """Block until everything logged before the call is in Redis.
+
+        Raises:
+            FlushTimeoutError: not done within ``timeout`` seconds (nothing is lost:
+                the events stay queued and spooled, and go out when Redis answers).
+            SpoolError: the spool could not be written while Redis was unreachable.
+        """
+        if self._error is not None:
+            raise self._error
+        if self._thread is None:
+            return
+        marker = _FlushMarker()
+        self._flush_requests += 1
+        self.queue.append(marker)
+        self._wake_pump()
+        if not marker.done.wait(timeout):
+            raise FlushTimeoutError(self._undelivered_message(f"flush did not finish in {timeout} s"))
+        if self._error is not None:
+            raise self._error
+
+    async def aflush(self, timeout: float | None = 10.0) -> None:  # noqa: ASYNC109  # mirrors flush()
+        """:meth:`flush` for asyncio callers (waits in a worker thread)."""
+        await asyncio.to_thread(self.flush, timeout)
+
+    def _undelivered_message(self, what: str) -> str:
+        stats = self.stats
+        spools = ", ".join(str(ch.outbox.spool.path) for ch in self._channels.values())
+        return (
+            f"{what}: {stats.pending_events} events in {stats.pending_batches} batches are not in Redis yet"
+            f" (last error: {stats.last_error}); they stay queued, spilling to {spools}, and are sent when"
+            " Redis answers"
+        )
+
+    # ------------------------------------------------------------------------- stats
+
+    @property
+    def stats(self) -> LoggerStats:
+        channels = list(self._channels.values())
+        errors = [ch.last_error for ch in channels if ch.last_error]
+        return LoggerStats(
+            events_logged=self.events_logged,
+            events_sent=sum(ch.events_sent for ch in channels),
+            batches_sent=sum(ch.batches_sent for ch in channels),
+            bytes_sent=sum(ch.bytes_sent for ch in channels),
+            batches_spooled=sum(ch.outbox.spooled_total for ch in channels),
+            retries=sum(ch.retries for ch in channels),
+            queue_depth=len(self.queue),
+            pending_batches=sum(ch.outbox.pending for ch in channels),
+            pending_events=sum(ch.outbox.pending_events for ch in channels),
+            last_error=str(self._error) if self._error else (errors[-1] if errors else None),
+        )
+
+    # ------------------------------------------------------------------------ thread
+
+    def _ensure_started(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._start_lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._stopping = False
+            loop = asyncio.new_event_loop()
+            ready = threading.Event()
+            thread = threading.Thread(target=self._run, args=(loop, ready), name="runstream-logger", daemon=True)
+            thread.start()
+            ready.wait()
+            self._loop, self._thread = loop, thread
+            if not self._atexit_registered:
+                atexit.register(self.close)
+                self._atexit_registered = True
+
+    def _run(self, loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._main(ready))
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _main(self, ready: threading.Event) -> None:
+        self._wake = asyncio.Event()
+        ready.set()
+        try:
+            async with asyncio.TaskGroup() as sends:
+                await self._pump(sends)
+        finally:
+            for channel in self._channels.values():
+                await channel.aclose()
+
+    def call(self, factory: Callable[[], Coroutine[Any, Any, T]], timeout: float | None = None) -> T:
+        """Run a coroutine on the logger's loop from another thread and return its result."""
+        self._ensure_started()
+        assert self._loop is not None  # noqa: S101  # set by _ensure_started
+        return asyncio.run_coroutine_threadsafe(factory(), self._loop).result(timeout)
+
+    # -------------------------------------------------------------------------- pump
+
+    async def _pump(self, sends: asyncio.TaskGroup) -> None:
+        assert self._wake is not None  # noqa: S101  # set by _main before the pump starts
+        wake = self._wake
+        next_beat = time.monotonic() + self.heartbeat_interval
+        while not self._stopping:
+            try:
+                self._drain()
+            except Exception as exc:  # noqa: BLE001  # a bug here must not kill the thread silently
+                self._error = LoggerError(f"the logger thread failed: {type(exc).__name__}: {exc}")
+                self.attention = True
+                sdk_logger("runstream.logger").exception("logger_failed")
+            now = time.monotonic()
+            for channel in self._channels.values():
+                if channel.ready(now):
+                    channel.sending = True
+                    sends.create_task(self._send(channel))
+            self._resolve_markers()
+            if now >= next_beat:
+                self._beat()
+                next_beat = now + self.heartbeat_interval
+            sending = any(ch.sending for ch in self._channels.values())
+            if self.queue and not sending:
+                await asyncio.sleep(0)
+                continue
+            timeout = self._idle_timeout(now, next_beat, sending)
+            try:
+                async with asyncio.timeout(timeout):
+                    await wake.wait()
+            except TimeoutError:
+                pass
+            wake.clear()
+
+    def _idle_timeout(self, now: float, next_beat: float, sending: bool) -> float:
+        """How long the pump may sleep; raises ``attention`` when fully idle."""
+        if sending:
+            return DRAIN_TICK
+        backlog = [ch.retry_at for ch in self._channels.values() if ch.outbox.pending]
+        if backlog:
+            return max(0.0, min(DRAIN_TICK, min(backlog) - now))
+        self.attention = True  # the next log wakes us (set before the last look at the queue)
+        return 0.0 if self.queue else max(0.0, next_beat - now)
+
+    async def _send(self, channel: Channel) -> None:
+        try:
+            await channel.send()
+        finally:
+            channel.sending = False
+            if self._wake is not None:
+                self._wake.set()
+
+    def _drain(self) -> None:
+        """Move what the buffer holds into the outboxes (pump or helping caller)."""
+        with self._drain_lock:
+            queue = self.queue
+            count = min(len(queue), _DRAIN_MAX)
+            if not count:
+                return
+            popleft = queue.popleft
+            taken = [popleft() for _ in range(count)]
+            # Markers are rare: look for them only while some asked for are not found yet.
+            markers: list[_FlushMarker] = []
+            items = cast("list[Item]", taken)
+            if self._flush_requests != self._markers_found:
+                markers = [i for i in taken if isinstance(i, _FlushMarker)]
+                items = [i for i in taken if not isinstance(i, _FlushMarker)]
+                self._markers_found += len(markers)
+            by_channel: dict[Channel, list[OutgoingBatch]] = {}
+            for channel, batch in build_batches(items, self.producer, self._handles):
+                by_channel.setdefault(channel, []).append(batch)
+                self.events_logged += batch.events
+            try:
+                for channel, batches in by_channel.items():
+                    channel.outbox.push(batches)
+            except SpoolError as exc:
+                self._error = exc
+                self.attention = True
+                sdk_logger("runstream.logger").error("spool_failed", error=str(exc))
+            for marker in markers:
+                marker.targets = [(ch, ch.outbox.pushed_total) for ch in self._channels.values()]
+                self._markers.append(marker)
+            if len(queue) > self.max_queue_events:
+                self.attention = True
+
+    def _resolve_markers(self) -> None:
+        still: list[_FlushMarker] = []
+        for marker in self._markers:
+            if marker.targets is not None and all(ch.outbox.acked_total >= n for ch, n in marker.targets):
+                marker.done.set()
+            else:
+                still.append(marker)
+        self._markers = still
+
+    def _beat(self) -> None:
+        now = time.time()
+        for handle in list(self._live):
+            self.queue.append((handle.index, HeartbeatSent(now)))
+
+    # ------------------------------------------------------------------------- close
+
+    def close(self, timeout: float | None = None) -> None:
+        """Finish runs, flush, stop the thread; spool and report what could not be sent.
+
+        Registered with ``atexit``; safe to call more than once.
+        """
+        log = sdk_logger("runstream.logger")
+        hooks, self._exit_hooks = self._exit_hooks, []
+        for hook in hooks:
+            try:
+                hook()
+            except RunstreamError:
+                log.exception("exit_hook_failed")
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None or not thread.is_alive():
+            return
+        if timeout is None:
+            timeout = self.exit_flush_timeout
+        try:
+            self.flush(timeout)
+        except RunstreamError as exc:
+            log.debug("exit_flush_incomplete", error=str(exc))
+        self._stopping = True
+        self._wake_pump()
+        thread.join(timeout=5.0)
+        self._thread = self._loop = self._wake = None
+        stats = self.stats
+        for channel in self._channels.values():
+            try:
+                channel.outbox.spill_all()
+            except SpoolError:
+                log.exception("spool_failed")
+            channel.outbox.spool.close()
+        if stats.pending_events:
+            log.warning(
+                "events_not_delivered",
+                events=stats.pending_events,
+                batches=stats.pending_batches,
+                spool=[str(ch.outbox.spool.path) for ch in self._channels.values() if ch.outbox.pending],
+                reason=stats.last_error,
+                hint="they are sent by the next runstream process that logs from this data folder",
+            )
+        else:
+            log.info("logger_flushed", events_sent=stats.events_sent, batches_sent=stats.batches_sent)
+
+    # -------------------------------------------------------------------------- fork
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child starts afresh: its own producer id, thread, clients and spool."""
+        self.queue.clear()
+        self.producer = _new_producer_id()
+        self._drain_lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        self._thread = self._loop = self._wake = None
+        self._markers = []
+        self._flush_requests = self._markers_found = 0
+        for channel in self._channels.values():
+            channel.reset_for(self.producer)
+        for handle in self._handles:
+            handle.seq = 0
+        self.attention = True
+
+
+def _new_producer_id() -> str:
+    return secrets.token_hex(8)
+
+
+_LOGGER: EventLogger | None = None
+_LOGGER_LOCK = threading.Lock()
+
+
+def get_logger() -> EventLogger:
+    """The process's logger (created on first use)."""
+    global _LOGGER  # one logger per process is the design (DESIGN §3)
+    if _LOGGER is None:
+        with _LOGGER_LOCK:
+            if _LOGGER is None:
+                _LOGGER = EventLogger()
+    return _LOGGER
+
+
+def _after_fork() -> None:
+    if _LOGGER is not None:
+        _LOGGER._after_fork_in_child()  # the module owns its singleton
+
+
+os.register_at_fork(after_in_child=_after_fork)
