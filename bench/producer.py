@@ -31,6 +31,7 @@ from tempfile import TemporaryDirectory
 
 import msgpack
 import redis
+
 from runstream import Experiment, Workspace, logger_stats
 from runstream._batcher import build_batches
 from runstream.redis_server import RedisServer

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Final, cast
 
 from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
+
 from runstream._log import sdk_logger
 from runstream._outbox import Outbox
 from runstream._spool import Spool

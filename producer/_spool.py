@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 import msgpack
+
 from runstream.codec import EntryFields
 
 __all__ = ["OutgoingBatch", "Spool"]

@@ -28,6 +28,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Final, TypedDict
 
 import msgpack
+
 from runstream.errors import DecodeError
 from runstream.events import (
     MAX_NAME_LEN,
