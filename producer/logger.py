@@ -371,7 +371,8 @@ class EventLogger:
     def _beat(self) -> None:
         now = time.time()
         for handle in list(self._live):
-            self.queue.append((handle.index, HeartbeatSent(now)))
+            if handle.live:
+                self.queue.append((handle.index, HeartbeatSent(now)))
 
     # ------------------------------------------------------------------------- close
 

@@ -323,10 +323,10 @@ class Run:
             raise RunstreamError(f"run {self.id} is already {self.status}")
         self._finished = True
         _UNFINISHED.discard(self)
+        if self._handle is not None:
+            get_logger().retire(self._handle)  # first, so no heartbeat follows the status
         self._emit(StatusChanged(status, error, _now()))
         self.status = status
-        if self._handle is not None:
-            get_logger().retire(self._handle)
         if timeout is not None:
             self.flush(timeout)
 

@@ -9,11 +9,16 @@ server instead.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import textwrap
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 import redis
@@ -68,3 +73,71 @@ def read_batches(workspace: Workspace, run_id: str) -> list[Batch]:
         client.close()
     batches = [decode_entry(fields) for _, fields in entries]
     return [b for b in batches if b.run_id == run_id]
+
+
+def first_of_each_seq(batches: list[Batch]) -> list[Batch]:
+    """The batches with redelivered copies (a retried XADD) dropped, as the collector does."""
+    seen: set[tuple[str, int]] = set()
+    kept = []
+    for batch in batches:
+        if (batch.producer, batch.seq) not in seen:
+            seen.add((batch.producer, batch.seq))
+            kept.append(batch)
+    return kept
+
+
+@dataclass(frozen=True)
+class ScriptResult:
+    """What a training script run in its own process left behind."""
+
+    run_id: str
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class RunScript(Protocol):
+    def __call__(self, workspace: Workspace, body: str, **settings: Any) -> ScriptResult: ...
+
+
+_SCRIPT = """
+import json, sys
+from pathlib import Path
+from runstream import Experiment, Settings, Workspace
+config = json.loads(sys.argv[1])
+config["data_dir"] = Path(config["data_dir"])
+run = Experiment(Workspace.from_settings(Settings(**config)), "scripts").start_logging()
+print(run.id, flush=True)
+"""
+
+
+@pytest.fixture
+def run_script(tmp_path: Path) -> RunScript:
+    """Run ``body`` as a training script in a new Python process (``run`` is its run).
+
+    The script starts a run in ``workspace`` (with ``settings`` changed), prints its
+    id, runs ``body`` and exits as the body leaves it: without ``complete()`` unless
+    the body calls it.
+    """
+
+    def run(workspace: Workspace, body: str, **settings: Any) -> ScriptResult:
+        config = {
+            "redis_url": workspace.settings.redis_url,
+            "workspace": workspace.name,
+            "data_dir": str(workspace.settings.data_dir),
+            **settings,
+        }
+        script = tmp_path / f"train_{uuid.uuid4().hex[:6]}.py"
+        script.write_text(_SCRIPT + textwrap.dedent(body))
+        done = subprocess.run(
+            [sys.executable, str(script), json.dumps(config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd=tmp_path,
+        )
+        run_id = done.stdout.split("\n", 1)[0].strip()
+        return ScriptResult(run_id, done.returncode, done.stdout, done.stderr)
+
+    return run
