@@ -51,7 +51,7 @@ def log_hot_path(workspace: Workspace, n: int) -> tuple[float, float]:
     """Seconds per ``run.log`` with nobody draining, then seconds per point to build batches."""
     run = Experiment(workspace, "bench-hot").start_logging()
     parked: deque[object] = deque()
-    run._append = parked.append  # type: ignore[assignment]  # park the items: measure the call alone
+    run._append = parked.append  # park the items: measure the call alone
 
     class _Quiet:
         attention = False

@@ -103,9 +103,14 @@ class Settings:
             ConfigError: the config file is unreadable, or no Redis URL is known.
         """
         env = os.environ if env is None else env
-        config_file = _find_config(Path(path) if path is not None else None)
+        start = Path(path) if path is not None else None
+        config_file = _find_config(start)
         values: dict[str, Any] = _read_json(config_file) if config_file else {}
-        data_dir = config_file.parent if config_file else Path.cwd() / DATA_DIR_NAME
+        # Checked before anything else, so a misspelt "redis_url" is named, not reported missing.
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ConfigError(f"unknown settings {unknown} in {config_file}")
+        data_dir = config_file.parent if config_file else _default_data_dir(start)
         values.setdefault("data_dir", str(data_dir))
         values.update({key: env[var] for var, key in _ENV.items() if env.get(var)})
         if not values.get("redis_url"):
@@ -120,15 +125,11 @@ class Settings:
                 " or set RUNSTREAM_REDIS_URL (e.g. redis://localhost:6379/0),"
                 f' or write {{"redis_url": ...}} to {DATA_DIR_NAME}/{CONFIG_FILE}'
             )
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown settings {unknown} in {config_file}")
-        values["data_dir"] = Path(values["data_dir"]).absolute()
         try:
+            values["data_dir"] = Path(values["data_dir"]).absolute()
             return cls(**values)
-        except TypeError as exc:
-            raise ConfigError(f"bad settings in {config_file}: {exc}") from exc
+        except (TypeError, ValueError) as exc:  # wrong types, or names check_identifier refuses
+            raise ConfigError(f"bad settings in {config_file or 'the environment'}: {exc}") from exc
 
     def with_changes(self, **changes: Any) -> Self:
         """A copy with some settings changed (tests and the CLI tune the logger this way)."""
@@ -138,11 +139,22 @@ class Settings:
 def _find_config(start: Path | None) -> Path | None:
     if start is not None and start.is_file():
         return start
+    return _find_upwards(start, CONFIG_FILE)
+
+
+def _default_data_dir(start: Path | None) -> Path:
+    """Without a config file: the folder where ``runstream up`` left its record, else the cwd's."""
+    instance = _find_upwards(start, INSTANCE_FILE)
+    return instance.parent if instance else Path.cwd() / DATA_DIR_NAME
+
+
+def _find_upwards(start: Path | None, name: str) -> Path | None:
+    """The nearest ``.runstream/<name>`` in ``start`` (default: the cwd) or its parents."""
     folder = (start or Path.cwd()).absolute()
     for candidate in (folder, *folder.parents):
-        config = candidate / DATA_DIR_NAME / CONFIG_FILE
-        if config.is_file():
-            return config
+        found = candidate / DATA_DIR_NAME / name
+        if found.is_file():
+            return found
     return None
 
 

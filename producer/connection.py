@@ -8,6 +8,7 @@ and password (Redis ACL) work as redis-py parses them.
 
 from __future__ import annotations
 
+import re
 from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
@@ -22,6 +23,7 @@ __all__ = ["SOCKET_TIMEOUT", "connect", "mask_url"]
 #: Seconds a command may wait on the socket; every blocking read uses a shorter BLOCK.
 SOCKET_TIMEOUT: Final = 5.0
 CONNECT_TIMEOUT: Final = 2.0
+_QUERY_PASSWORD: Final = re.compile(r"((?:^|&)password=)[^&]*")
 
 
 def connect(url: str, *, retries: int = 3, socket_timeout: float = SOCKET_TIMEOUT) -> aioredis.Redis:
@@ -44,13 +46,19 @@ def connect(url: str, *, retries: int = 3, socket_timeout: float = SOCKET_TIMEOU
 
 
 def mask_url(url: str | None) -> str | None:
-    """``url`` with its password replaced by ``***``, for logs and reprs."""
+    """``url`` with its password replaced by ``***``, for logs and reprs.
+
+    Both places redis-py reads a password from are masked: the user info and a
+    ``password=`` query argument.  The rest of the URL is kept as written (IPv6
+    brackets, case, even a port that does not parse: a repr must not raise).
+    """
     if url is None:
         return None
     parts = urlsplit(url)
-    if parts.password is None:
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    netloc = f"{user}:***@{hostport}" if at and colon else parts.netloc
+    query = _QUERY_PASSWORD.sub(r"\1***", parts.query)
+    if (netloc, query) == (parts.netloc, parts.query):
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+    return urlunsplit(parts._replace(netloc=netloc, query=query))

@@ -114,6 +114,7 @@ class EventLogger:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._stopping = False
+        self._closed = False  # after the exit flush: nothing more can be sent
         self._exit_hooks: list[Callable[[], None]] = []
         self._atexit_registered = False
 
@@ -165,6 +166,8 @@ class EventLogger:
         """Called by ``log`` when :attr:`attention` is up: wake, help, or raise."""
         if self._error is not None:
             raise self._error
+        if self._closed:
+            raise LoggerError("the runstream logger was closed at exit: nothing logged now can be sent")
         self._ensure_started()
         self.attention = False
         if len(self.queue) > self.max_queue_events:
@@ -391,6 +394,7 @@ class EventLogger:
         thread, loop = self._thread, self._loop
         if thread is None or loop is None or not thread.is_alive():
             return
+        self._closed = True
         if timeout is None:
             timeout = self.exit_flush_timeout
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import operator
 import posixpath
 from collections.abc import Iterable, Mapping
-from typing import Final, SupportsIndex
+from typing import Final
 
 from runstream.errors import InvalidNameError, InvalidValueError
 from runstream.events import MAX_LIST_LEN, MAX_NAME_LEN, MAX_STR_LEN, MAX_TABLE_CELLS, Value
@@ -45,7 +45,7 @@ def check_name(name: object, kind: str = "metric") -> str:
         raise TypeError(f"{kind} name must be a str, not {type(name).__name__} ({name!r:.80})")
     if not 0 < len(name) <= MAX_NAME_LEN:
         raise InvalidNameError(f"{kind} name {name!r:.80} must have 1 to {MAX_NAME_LEN} characters, not {len(name)}")
-    _check_utf8(name, f"{kind} name {name!r:.80}")
+    _check_utf8(name, f"{kind} name {name!r:.80}", InvalidNameError)
     return name
 
 
@@ -64,7 +64,7 @@ def check_value(name: str, value: object) -> Value:
         if len(value) > MAX_STR_LEN:
             raise InvalidValueError(f"metric {name!r}: str value of {len(value)} characters exceeds {MAX_STR_LEN}")
         _check_utf8(value, f"metric {name!r}: str value")
-        return value
+        return str.__str__(value)  # a plain str, also from subclasses such as numpy.str_
     item = _scalar_item(value)
     if item is not None:
         return check_value(name, item)
@@ -77,9 +77,10 @@ def check_step(name: str, step: object) -> int:
     """Return ``step`` as a non-negative int (numpy ints accepted)."""
     if isinstance(step, bool):
         raise TypeError(f"metric {name!r}: step must be an int, not bool")
-    if not isinstance(step, SupportsIndex):
-        raise TypeError(f"metric {name!r}: step must be an int, not {type(step).__name__}")
-    index = operator.index(step)
+    try:
+        index = operator.index(step)  # also numpy ints; a 0-d float array has __index__ but refuses
+    except TypeError:
+        raise TypeError(f"metric {name!r}: step must be an int, not {type(step).__name__}") from None
     if not 0 <= index <= _INT_MAX:
         raise InvalidValueError(f"metric {name!r}: step must be a non-negative 64-bit int, not {index}")
     return index
@@ -97,7 +98,7 @@ def check_row(name: str, row: Mapping[str, object]) -> dict[str, Value]:
     """Columns of ``log_row``: at least one, each a named scalar."""
     if not row:
         raise InvalidValueError(f"metric {name!r}: log_row needs at least one column, such as x=1, y=0.4")
-    return {check_name(col, "column"): check_value(name, v) for col, v in row.items()}
+    return {check_name(col, f"metric {name!r}: column"): check_value(name, v) for col, v in row.items()}
 
 
 def check_table(name: str, table: object) -> dict[str, list[Value]]:
@@ -106,7 +107,7 @@ def check_table(name: str, table: object) -> dict[str, list[Value]]:
         raise TypeError(f"metric {name!r}: log_table needs a dict of column name to list, not {type(table).__name__}")
     if not table:
         raise InvalidValueError(f"metric {name!r}: log_table needs at least one column")
-    columns = {check_name(col, "column"): check_values(name, vals) for col, vals in table.items()}
+    columns = {check_name(col, f"metric {name!r}: column"): check_values(name, vals) for col, vals in table.items()}
     lengths = {col: len(vals) for col, vals in columns.items()}
     if len(set(lengths.values())) > 1:
         raise InvalidValueError(f"metric {name!r}: table columns have different lengths {lengths}")
@@ -154,15 +155,15 @@ def check_file_name(name: object) -> str:
     parts = name.split("/")
     if name.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise InvalidNameError(f"file name {name!r:.80} must be a relative path without '.', '..' or empty parts")
-    _check_utf8(name, f"file name {name!r:.80}")
+    _check_utf8(name, f"file name {name!r:.80}", InvalidNameError)
     return posixpath.normpath(name)
 
 
-def _check_utf8(text: str, what: str) -> None:
+def _check_utf8(text: str, what: str, error: type[ValueError] = InvalidValueError) -> None:
     try:
         text.encode()
     except UnicodeEncodeError:
-        raise InvalidValueError(f"{what} is not valid unicode (lone surrogate)") from None
+        raise error(f"{what} is not valid unicode (lone surrogate)") from None
 
 
 def _scalar_item(value: object) -> object | None:

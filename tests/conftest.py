@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import pytest
 import redis
@@ -68,7 +68,7 @@ def read_batches(workspace: Workspace, run_id: str) -> list[Batch]:
     """Every batch of ``run_id`` on its ingest stream, in stream order, decoded."""
     client = redis.Redis.from_url(workspace.settings.redis_url)
     try:
-        entries = client.xrange(workspace.keys.ingest_for(run_id))
+        entries = cast("list[tuple[bytes, dict[bytes, bytes]]]", client.xrange(workspace.keys.ingest_for(run_id)))
     finally:
         client.close()
     batches = [decode_entry(fields) for _, fields in entries]

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import signal
 import time
 from pathlib import Path
+from typing import cast
 
 import pytest
 import redis
+import structlog
 from structlog.testing import capture_logs
 
-from runstream import Experiment, OfflineRun, Run, Workspace, logger_stats
+from runstream import ConfigError, Experiment, OfflineRun, Run, Workspace, logger_stats
+from runstream.codec import decode_entry
 from runstream.events import HeartbeatSent, MetricsLogged
+from runstream.logconfig import configure_logging
 from runstream.redis_server import RedisServer
 from tests.conftest import RunScript, first_of_each_seq, make_workspace, read_batches
 
@@ -21,15 +27,19 @@ def wait_for_heartbeat(workspace: Workspace, run_id: str, timeout: float = 10.0)
     """Block on the run's ingest stream (XREAD BLOCK) until a heartbeat of the run arrives."""
     client = redis.Redis.from_url(workspace.settings.redis_url)
     stream = workspace.keys.ingest_for(run_id)
-    last = b"0-0"
+    last = "0-0"
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            for _, entries in client.xread({stream: last}, block=500) or []:
-                for entry_id, _ in entries:
-                    last = entry_id
-            if any(isinstance(e, HeartbeatSent) for b in read_batches(workspace, run_id) for e in b.events):
-                return True
+            reply = cast(
+                "list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]", client.xread({stream: last}, block=500)
+            )
+            for _, entries in reply or []:
+                last = entries[-1][0].decode()
+                for _, fields in entries:
+                    batch = decode_entry(fields)
+                    if batch.run_id == run_id and any(isinstance(e, HeartbeatSent) for e in batch.events):
+                        return True
         return False
     finally:
         client.close()
@@ -184,7 +194,7 @@ class TestOfflineRun:
         run = Run.get_context()
 
         with pytest.raises(TypeError, match="'loss'"):
-            run.log("loss", [1, 2])
+            run.log("loss", [1, 2])  # type: ignore[arg-type]  # the bad input under test
 
 
 class TestSubmittedContext:
@@ -211,3 +221,70 @@ class TestSubmittedContext:
             for e in b.events
             if isinstance(e, MetricsLogged) and e.name == "from_script"
         ] == [[42]]
+
+
+class TestAsyncCallers:
+    """asyncio code flushes without blocking its loop."""
+
+    async def test_aflush(self, experiment: Experiment) -> None:
+        run = experiment.start_logging()
+        run.log("loss", 0.5)
+
+        await run.aflush(timeout=10)
+        run.complete()
+
+        assert [[0.5]] == [
+            e.values
+            for b in read_batches(experiment.workspace, run.id)
+            for e in b.events
+            if isinstance(e, MetricsLogged)
+        ]
+
+
+class TestPortalUrl:
+    """``get_portal_url`` points at the run's page on the configured server."""
+
+    def test_url_of_the_run_page(self, redis_url: str, tmp_path: Path) -> None:
+        workspace = make_workspace(redis_url, tmp_path / ".runstream", server_url="http://tracker:8080/")
+        run = Experiment(workspace, "urls").start_logging()
+        run.complete()
+
+        assert f"http://tracker:8080/runs/{run.id}" == run.get_portal_url()
+
+    def test_no_server_configured(self, experiment: Experiment) -> None:
+        run = experiment.start_logging()
+        run.complete()
+
+        with pytest.raises(ConfigError, match="RUNSTREAM_URL"):
+            run.get_portal_url()
+
+
+class TestLoggingSetup:
+    """Entry points log JSON lines off a terminal, readable lines on one."""
+
+    def test_json_lines(self) -> None:
+        out = io.StringIO()
+        configure_logging(json=True, stream=out)
+        try:
+            structlog.get_logger("t").info("batch_flushed", events=3)
+        finally:
+            structlog.reset_defaults()
+
+        line = json.loads(out.getvalue())
+
+        assert ("batch_flushed", 3, "info") == (line["event"], line["events"], line["level"])
+
+    def test_console_lines_and_level(self) -> None:
+        out = io.StringIO()
+        configure_logging(json=False, level="warning", stream=out)
+        try:
+            structlog.get_logger("t").info("hidden")
+            structlog.get_logger("t").warning("shown", n=1)
+        finally:
+            structlog.reset_defaults()
+
+        text = out.getvalue()
+
+        assert "hidden" not in text
+        assert "shown" in text
+        assert "n=1" in text

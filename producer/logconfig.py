@@ -1,0 +1,46 @@
+"""structlog setup for runstream's own entry points (collector, server, CLI).
+
+Only processes that runstream starts call :func:`configure_logging`; the SDK never
+does, since it runs inside the user's process.  On a terminal the lines are readable
+(``ConsoleRenderer``); elsewhere (services, containers, CI) one JSON object per line,
+with tracebacks as structured data.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TextIO
+
+import structlog
+
+__all__ = ["configure_logging"]
+
+
+def configure_logging(*, json: bool | None = None, level: str = "info", stream: TextIO | None = None) -> None:
+    """Configure structlog once, at a process entry point.
+
+    Args:
+        json: JSON lines (True) or console lines (False); default: JSON unless ``stream`` is a TTY.
+        level: the lowest level written ("debug", "info", "warning", "error").
+        stream: where lines go (default: stderr).
+    """
+    out = stream or sys.stderr
+    use_json = not out.isatty() if json is None else json
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=out.isatty())
+    )
+    processors: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if use_json:
+        processors.append(structlog.processors.dict_tracebacks)
+    processors.append(renderer)
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
