@@ -53,8 +53,12 @@ class Spool:
     def _open(self) -> BinaryIO:
         if self._file is None:
             self.folder.mkdir(parents=True, exist_ok=True)
-            file = self.path.open("a+b")
+            # Locked under a name adoption ignores, then renamed: no other process can
+            # ever see this spool unlocked and take it for an orphan.
+            hidden = self.folder / f".{self.path.name}.new"
+            file = hidden.open("a+b")
             fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            hidden.rename(self.path)
             self._file = file
         return self._file
 

@@ -113,6 +113,7 @@ class EventLogger:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
+        self._sends: set[asyncio.Task[None]] = set()  # in flight (logger thread only)
         self._stopping = False
         self._closed = False  # after the exit flush: nothing more can be sent
         self._exit_hooks: list[Callable[[], None]] = []
@@ -120,8 +121,11 @@ class EventLogger:
 
     # -------------------------------------------------------------- runs and channels
 
-    def register(self, run_id: str, settings: Settings, keys: Keys) -> RunHandle:
-        """A handle for logging to ``run_id`` through the workspace of ``settings``."""
+    def register(self, run_id: str, settings: Settings, keys: Keys, *, live: bool) -> RunHandle:
+        """A handle for logging to ``run_id`` through the workspace of ``settings``.
+
+        ``live``: this process runs the run, so it sends heartbeats for it.
+        """
         channel = self._channel(settings)
         with self._drain_lock:
             handle = self._by_run.get((run_id, channel))
@@ -129,11 +133,12 @@ class EventLogger:
                 handle = RunHandle(len(self._handles), run_id, keys.ingest_for(run_id), channel)
                 self._handles.append(handle)
                 self._by_run[(run_id, channel)] = handle
-        handle.live = True
         self.max_queue_events = settings.max_queue_events
         self.heartbeat_interval = settings.heartbeat_interval
         self.exit_flush_timeout = settings.exit_flush_timeout
-        self._live.add(handle)
+        if live:
+            handle.live = True
+            self._live.add(handle)
         self._ensure_started()
         return handle
 
@@ -267,6 +272,10 @@ class EventLogger:
         try:
             async with asyncio.TaskGroup() as sends:
                 await self._pump(sends)
+                # Stopping: a send still waiting on a frozen Redis is abandoned; its
+                # batches stay in the outbox and are spooled (a resend is harmless).
+                for task in self._sends:
+                    task.cancel()
         finally:
             for channel in self._channels.values():
                 await channel.aclose()
@@ -294,7 +303,9 @@ class EventLogger:
             for channel in self._channels.values():
                 if channel.ready(now):
                     channel.sending = True
-                    sends.create_task(self._send(channel))
+                    task = sends.create_task(self._send(channel))
+                    self._sends.add(task)
+                    task.add_done_callback(self._sends.discard)
             self._resolve_markers()
             if now >= next_beat:
                 self._beat()

@@ -101,10 +101,8 @@ class Run:
         self.id = run_id
         self.display_name = display_name
         self.parent_id = parent_id
-        self._handle: RunHandle | None = logger.register(run_id, workspace.settings, workspace.keys)
+        self._handle: RunHandle | None = logger.register(run_id, workspace.settings, workspace.keys, live=live)
         self._index = self._handle.index
-        if not live:
-            logger.retire(self._handle)
         self._append: Callable[[Item], None] = logger.queue.append
         self._pipe: _Pipe = logger
         self._store: ArtifactStore = workspace.artifacts

@@ -113,3 +113,23 @@ class TestSpoolAcrossProcesses:
         assert [(i, i) for i in range(5000)] == loss_points(unique)
         assert "spool_adopted" in second.stderr
         assert not any(p.stat().st_size for p in (tmp_path / ".runstream" / "spool").rglob("*.spool"))
+
+    @pytest.mark.slow
+    def test_exit_while_redis_is_frozen(
+        self, restartable_redis: RedisServer, tmp_path: Path, run_script: RunScript
+    ) -> None:
+        """A send stuck on a frozen server is abandoned at exit; its batches go to the spool."""
+        workspace = make_workspace(restartable_redis.url, tmp_path / ".runstream")
+        assert restartable_redis.pid is not None
+
+        os.kill(restartable_redis.pid, signal.SIGSTOP)
+        try:
+            first = run_script(workspace, "for i in range(5000):\n    run.log('loss', i)\n", exit_flush_timeout=0.5)
+        finally:
+            os.kill(restartable_redis.pid, signal.SIGCONT)
+        run_script(workspace, "run.complete()\n")
+
+        unique = assert_exactly_once_in_order(read_batches(workspace, first.run_id))
+        assert 0 == first.returncode, first.stderr
+        assert "events_not_delivered" in first.stderr
+        assert [(i, i) for i in range(5000)] == loss_points(unique)
