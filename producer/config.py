@@ -111,6 +111,8 @@ class Settings:
         if unknown:
             raise ConfigError(f"unknown settings {unknown} in {config_file}")
         data_dir = config_file.parent if config_file else _default_data_dir(start)
+        if config_file and "data_dir" in values:  # relative to the project folder holding .runstream/
+            values["data_dir"] = str(config_file.parent.parent / str(values["data_dir"]))
         values.setdefault("data_dir", str(data_dir))
         values.update({key: env[var] for var, key in _ENV.items() if env.get(var)})
         if not values.get("redis_url"):
