@@ -5,7 +5,7 @@ Version 1.  A stream entry (one ``XADD``) carries exactly these fields:
     v   format version, ASCII decimal ("1")
     r   run id
     p   producer id: random per process, so seqs from two processes never collide
-    q   seq: per (producer, run), starting at 1, +1 per batch, never reused
+    q   seq: per (producer, run), starting at 1, +1 per batch, never reused, below 2**63
     b   payload: msgpack (bin type on) array of event maps
 
 Each event map has a snake_case ``type`` and the fields of its class in
@@ -129,7 +129,9 @@ def decode_entry(fields: Mapping[bytes, bytes]) -> Batch:
     run_id = _ascii(fields, b"r")
     producer = _ascii(fields, b"p")
     seq_text = _ascii(fields, b"q")
-    if not seq_text.isdigit() or int(seq_text) < 1:
+    # ASCII digits only (str.isdigit() takes "²", which int() refuses) and within Redis's
+    # signed 64-bit integers (int() also refuses over 4300 digits).
+    if not (seq_text.isascii() and seq_text.isdigit() and len(seq_text) <= 19) or not 0 < int(seq_text) < 2**63:
         raise DecodeError(f"seq must be a positive integer, not {seq_text!r}")
     payload = fields.get(b"b")
     if payload is None:
@@ -217,7 +219,7 @@ def _get_values(item: dict[str, Any], key: str) -> list[Value]:
 
 def _get_str_map(item: dict[str, Any], key: str) -> dict[str, str]:
     value = item.get(key)
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise _MalformedError(f"{key!r} must be a map of str to str")
     return value
 
@@ -251,8 +253,8 @@ def _decode_row(item: dict[str, Any]) -> RowLogged:
     row = item.get("row")
     if not isinstance(row, dict) or not row:
         raise _MalformedError("'row' must be a non-empty map")
-    if not all(isinstance(v, int | float | str) for v in row.values()):
-        raise _MalformedError("'row' values must be scalars")
+    if not all(isinstance(k, str) and isinstance(v, int | float | str) for k, v in row.items()):
+        raise _MalformedError("'row' must map str column names to scalars")
     return RowLogged(_get_name(item), row, _get_ts(item))
 
 
@@ -260,6 +262,8 @@ def _decode_table(item: dict[str, Any]) -> TableLogged:
     columns = item.get("columns")
     if not isinstance(columns, dict) or not columns:
         raise _MalformedError("'columns' must be a non-empty map")
+    if not all(isinstance(col, str) for col in columns):
+        raise _MalformedError("'columns' names must be str")
     lengths = {len(_get_values(columns, col)) for col in columns}
     if len(lengths) != 1:
         raise _MalformedError("columns must have equal lengths")

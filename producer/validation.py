@@ -78,8 +78,8 @@ def check_step(name: str, step: object) -> int:
     if isinstance(step, bool):
         raise TypeError(f"metric {name!r}: step must be an int, not bool")
     try:
-        index = operator.index(step)  # also numpy ints; a 0-d float array has __index__ but refuses
-    except TypeError:
+        index = operator.index(step)  # type: ignore[arg-type]  # no __index__ (float, str...) raises TypeError
+    except TypeError:  # so does a 0-d float array, which has __index__ but refuses
         raise TypeError(f"metric {name!r}: step must be an int, not {type(step).__name__}") from None
     if not 0 <= index <= _INT_MAX:
         raise InvalidValueError(f"metric {name!r}: step must be a non-negative 64-bit int, not {index}")
