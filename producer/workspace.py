@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from runstream.artifacts import ArtifactStore, LocalArtifactStore
-from runstream.config import Settings
+from runstream.config import DATA_DIR_NAME, Settings
 from runstream.connection import mask_url
 from runstream.keys import Keys
 
@@ -33,7 +33,7 @@ class Workspace:
         if name is not None:
             settings["workspace"] = name
         if "redis_url" in settings:
-            settings.setdefault("data_dir", Path(settings.pop("data_dir", ".runstream")).absolute())
+            settings["data_dir"] = Path(settings.get("data_dir", DATA_DIR_NAME)).absolute()
             resolved = Settings(**settings)
         else:
             resolved = Settings.from_config().with_changes(**settings)

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runstream import ConfigError, Settings, Workspace
+from runstream import ConfigError, Experiment, Settings, Workspace
 from runstream.config import CONFIG_FILE, DATA_DIR_NAME, INSTANCE_FILE
 from runstream.connection import mask_url
 from runstream.keys import Keys, check_identifier
@@ -570,3 +570,46 @@ class TestRelativeDataDir:
         settings = Settings.from_config(project, env={})
 
         assert project / "artifacts-here" == settings.data_dir
+
+
+class TestWorkspaceInCode:
+    """A workspace can be built in code, from the configuration with overrides, or from settings."""
+
+    def test_explicit_redis_url(self, tmp_path: Path) -> None:
+        workspace = Workspace("team-a", redis_url="redis://u:secret@localhost:6379/0", data_dir=tmp_path, shards=8)
+
+        assert ("team-a", 8, tmp_path) == (workspace.name, workspace.keys.shards, workspace.settings.data_dir)
+        assert "secret" not in repr(workspace)
+        assert workspace.keys.ingest(0).startswith("rs:{team-a:s0}")
+
+    def test_configuration_with_overrides(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("RUNSTREAM_REDIS_URL", "redis://localhost:6380/0")
+        monkeypatch.delenv("RUNSTREAM_WORKSPACE", raising=False)
+        monkeypatch.chdir(tmp_path)
+
+        workspace = Workspace("override", heartbeat_interval=1.0)
+
+        assert ("override", "redis://localhost:6380/0", 1.0) == (
+            workspace.name,
+            workspace.settings.redis_url,
+            workspace.settings.heartbeat_interval,
+        )
+
+
+class TestExperiments:
+    """Experiments are named within a workspace; names are safe for keys and URLs."""
+
+    def test_equality_and_repr(self, tmp_path: Path) -> None:
+        workspace = Workspace("w", redis_url="redis://localhost:6379/0", data_dir=tmp_path)
+
+        assert Experiment(workspace, "mnist") == Experiment(workspace, "mnist")
+        assert Experiment(workspace, "mnist") != Experiment(workspace, "cifar")
+        assert 1 == len({Experiment(workspace, "mnist"), Experiment(workspace, "mnist")})
+        assert "Experiment(name='mnist', workspace='w')" == repr(Experiment(workspace, "mnist"))
+
+    @pytest.mark.parametrize("name", ["", "has space", "a{b}", "a:b", "-lead"])
+    def test_bad_names_are_refused(self, tmp_path: Path, name: str) -> None:
+        workspace = Workspace("w", redis_url="redis://localhost:6379/0", data_dir=tmp_path)
+
+        with pytest.raises(ValueError, match="experiment name"):
+            Experiment(workspace, name)
