@@ -67,6 +67,13 @@ class Outbox:
         self.pushed_total += len(batches)
         self.spooled_total += len(batches)
 
+    def adopt_orphans(self) -> int:
+        """Queue the batches that dead producers left in spools beside ours; return how many."""
+        with self._lock:
+            adopted = self.spool.adopt_orphans()
+            self.pushed_total += adopted
+            return adopted
+
     def head(self, max_batches: int, max_bytes: int) -> list[OutgoingBatch]:
         """The oldest batches (at most ``max_batches``, about ``max_bytes``), not removed."""
         with self._lock:

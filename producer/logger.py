@@ -156,9 +156,8 @@ class EventLogger:
         channel = self._channels.get(key)
         if channel is None:
             channel = Channel(settings.redis_url, settings.data_dir / "spool", self.producer, settings.max_memory_bytes)
-            adopted = channel.outbox.spool.adopt_orphans()
+            adopted = channel.outbox.adopt_orphans()
             if adopted:
-                channel.outbox.pushed_total += adopted
                 sdk_logger("runstream.logger").info(
                     "spool_adopted", batches=adopted, spool=str(channel.outbox.spool.path)
                 )
