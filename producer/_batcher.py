@@ -96,18 +96,21 @@ def build_batches(
     """
     builders: dict[int, _Builder] = {}
     done: list[_Builder] = []
-    # The loop runs once per point: the current run's builder and its open columns
-    # are kept in locals, and switched only when the run changes.
+    # The loop runs once per point: the current run's builder, its open columns and
+    # its weight are kept in locals, and switched only when the run changes.
     last = -1
-    builder = _Builder(handles[0]) if handles else None
+    builder: _Builder | None = None
     series_of: dict[str, list[Point]] = {}
+    weight = 0
     for item in items:
         if item[0] != last:
+            if builder is not None:
+                builder.weight = weight
             last = item[0]
             builder = builders.get(last)
             if builder is None:
                 builder = builders[last] = _Builder(handles[last])
-            series_of = builder.series
+            series_of, weight = builder.series, builder.weight
         assert builder is not None  # noqa: S101  # set by the switch above (for mypy)
         if len(item) == 4:
             series = series_of.get(item[1])
@@ -115,15 +118,18 @@ def build_batches(
                 series = series_of[item[1]] = []
                 builder.events.append(series)
             series.append(item)
-            builder.weight += 1
+            weight += 1
         else:
             series_of = builder.series = {}  # later points open new columns after this event
             builder.events.append(item[1])
-            builder.weight += _weight(item[1])
-        if builder.weight >= MAX_BATCH_WEIGHT:
+            weight += _weight(item[1])
+        if weight >= MAX_BATCH_WEIGHT:
+            builder.weight = weight
             done.append(builder)
             del builders[last]
             last = -1
+    if builder is not None and last != -1:
+        builder.weight = weight
     done.extend(builders.values())
     now = time.time()
     return [(b.handle.channel, _encode(b, producer, now)) for b in done]
@@ -141,6 +147,8 @@ def _columns(handle: RunHandle, points: list[Point], now: float) -> MetricsLogge
         for step in given:
             steps.append(start if step is None else step)
             start = steps[-1] + 1
+        if steps == list(range(steps[0], steps[0] + len(steps))):
+            steps = range(steps[0], steps[0] + len(steps))  # given, but consecutive: as compact
     handle.next_step[name] = steps[-1] + 1
     return MetricsLogged(name, steps, [p[2] for p in points], now)
 
