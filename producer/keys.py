@@ -105,13 +105,21 @@ class Keys:
         return self._run(run_id, "metrics")
 
     def metric_series(self, run_id: str, name: str) -> str:
-        """Packed numeric series of one metric; the name follows the hash tag, so any
-        unicode (braces included) is safe."""
+        """List of sealed chunks of one metric's packed series; the name follows the
+        hash tag, so any unicode (braces included) is safe."""
         return self._run(run_id, f"m:{name}")
+
+    def metric_tail(self, run_id: str, name: str) -> str:
+        """The newest chunks of a packed series, not yet sealed into the list."""
+        return self._run(run_id, f"t:{name}")
 
     def metric_values(self, run_id: str, name: str) -> str:
         """Non-packed values of one metric (lists, rows, tables, strings)."""
         return self._run(run_id, f"v:{name}")
+
+    def metric_counts(self, run_id: str) -> str:
+        """Hash: metric name -> how many points (or rows, or images) it holds."""
+        return self._run(run_id, "counts")
 
     def files(self, run_id: str) -> str:
         return self._run(run_id, "files")
@@ -141,6 +149,14 @@ class Keys:
 
     def deadletter(self) -> str:
         return f"{self.prefix}:{self.workspace}:deadletter"
+
+    def live_runs(self) -> str:
+        """Sorted set of runs not yet final, by the time of their last heartbeat."""
+        return f"{self.prefix}:{self.workspace}:live"
+
+    def collectors(self) -> str:
+        """Hash: collector reader name -> its latest counters (JSON)."""
+        return f"{self.prefix}:{self.workspace}:collectors"
 
     def pattern(self) -> str:
         """A SCAN pattern matching every key of this workspace (for tests and cleanup)."""

@@ -9,13 +9,16 @@ server instead.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -25,6 +28,9 @@ import redis
 
 from runstream import Experiment, Settings, Workspace
 from runstream.codec import Batch, decode_entry
+from runstream.collector import Collector, CollectorSettings, CollectorStats
+from runstream.collector.records import Series, unpack_series
+from runstream.connection import connect
 from runstream.redis_server import RedisServer
 
 
@@ -141,3 +147,83 @@ def run_script(tmp_path: Path) -> RunScript:
         return ScriptResult(run_id, done.returncode, done.stdout, done.stderr)
 
     return run
+
+
+class CollectorThread:
+    """A real collector running in a thread of its own (with its own event loop)."""
+
+    def __init__(self, settings: CollectorSettings) -> None:
+        self.settings = settings
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.collector: Collector | None = None
+        self._thread = threading.Thread(target=self._main, name=f"collector-{settings.reader}", daemon=True)
+        self._started = threading.Event()
+        self.error: BaseException | None = None
+
+    def _main(self) -> None:
+        async def run() -> None:
+            self._stop, self._loop = asyncio.Event(), asyncio.get_running_loop()
+            async with connect(self.settings.workspace.redis_url) as client:
+                self.collector = Collector(self.settings, client)
+                self._started.set()
+                await self.collector.run(self._stop)
+
+        try:
+            asyncio.run(run())
+        except BaseException as exc:  # noqa: BLE001  # surfaced by stop() in the test's thread
+            self.error = exc
+            self._started.set()
+
+    def start(self) -> CollectorThread:
+        self._thread.start()
+        self._started.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+        if self.error is not None:
+            raise self.error
+
+    @property
+    def stats(self) -> CollectorStats:
+        assert self.collector is not None
+        return self.collector.stats
+
+
+@pytest.fixture
+def start_collector() -> Iterator[Callable[..., CollectorThread]]:
+    """Start collectors for a workspace (``start_collector(workspace, **settings)``); stopped after the test."""
+    started: list[CollectorThread] = []
+
+    def start(workspace: Workspace, **settings: Any) -> CollectorThread:
+        options = {"lease_ttl": 2.0, "heartbeat_timeout": 30.0, "stats_interval": 1.0, **settings}
+        thread = CollectorThread(CollectorSettings(workspace=workspace.settings, **options)).start()
+        started.append(thread)
+        return thread
+
+    yield start
+    for thread in started:
+        thread.stop()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll ``condition`` (a read of Redis state) until it holds, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def read_series(workspace: Workspace, run_id: str, name: str) -> Series:
+    """The packed series of a metric in the run's record, decoded."""
+    client = redis.Redis.from_url(workspace.settings.redis_url)
+    try:
+        sealed = cast("list[bytes]", client.lrange(workspace.keys.metric_series(run_id, name), 0, -1))
+        tail = cast("bytes | None", client.get(workspace.keys.metric_tail(run_id, name)))
+    finally:
+        client.close()
+    return unpack_series(b"".join(sealed) + (tail or b""))

@@ -1,0 +1,42 @@
+"""``runstream collector``: run a collector until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import replace
+
+import click
+
+from runstream.collector.service import Collector, CollectorSettings
+from runstream.config import Settings
+from runstream.connection import connect
+from runstream.logconfig import configure_logging
+
+__all__ = ["collector_command", "run_collector"]
+
+
+async def run_collector(settings: CollectorSettings, stop: asyncio.Event | None = None) -> None:
+    """Run one collector until ``stop`` is set (or SIGTERM/SIGINT arrives)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with connect(settings.workspace.redis_url) as client:
+        await Collector(settings, client).run(stop)
+
+
+@click.command("collector")
+@click.option("--reader", help="This collector's name in the consumer groups (default: host-pid).")
+@click.option(
+    "--heartbeat-timeout", type=float, default=30.0, show_default=True, help="Seconds before a silent run fails."
+)
+@click.option("--lease-ttl", type=float, default=5.0, show_default=True, help="Seconds a lease lasts unrenewed.")
+@click.option("--json/--console", "json_logs", default=None, help="Log format (default: JSON unless on a terminal).")
+def collector_command(reader: str | None, heartbeat_timeout: float, lease_ttl: float, json_logs: bool | None) -> None:
+    """Fold the workspace's ingest streams into run records (until SIGTERM)."""
+    configure_logging(json=json_logs)
+    settings = CollectorSettings(
+        workspace=Settings.from_config(), heartbeat_timeout=heartbeat_timeout, lease_ttl=lease_ttl
+    )
+    asyncio.run(run_collector(replace(settings, reader=reader) if reader else settings))

@@ -1,0 +1,317 @@
+"""The collector service: reads the ingest shards and applies batches to run records.
+
+One task per shard.  A task that holds its shard's lease (:mod:`.leases`) reads the
+shard with XREADGROUP (BLOCK shorter than the socket timeout), decodes each entry,
+applies it with ``apply.lua`` (the seq check there makes redelivery harmless), runs
+the idempotent index follow-ups, and only then XACKs.  Entries that do not decode go
+to the dead-letter stream with the reason, and are acked.  On taking a shard over,
+the task first claims (XAUTOCLAIM) and applies what the previous owner had read but
+not acked.  Acked entries are trimmed by MINID below the oldest pending one.
+
+Beside the shard tasks: a sweeper marks runs Failed ("heartbeat lost") when their
+heartbeats stop, and a reporter publishes the counters.  ``stop`` ends every loop
+after the batch in hand; leases are then released so another collector takes over
+at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from typing import Any, Final, cast
+
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import NoScriptError, ResponseError
+from redis.typing import EncodableT, FieldT
+
+from runstream.codec import Batch, decode_entry
+from runstream.collector.aggregate import Plan, plan
+from runstream.collector.leases import Leases
+from runstream.config import Settings
+from runstream.errors import DecodeError
+from runstream.events import StatusChanged
+from runstream.keys import INGEST_GROUP, Keys
+
+__all__ = ["Collector", "CollectorSettings", "CollectorStats"]
+
+APPLY_LUA: Final = resources.files("runstream.collector").joinpath("apply.lua").read_text()
+DEADLETTER_MAXLEN: Final = 100_000
+
+_log = structlog.get_logger("runstream.collector")
+
+Entry = tuple[bytes, dict[bytes, bytes] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorSettings:
+    """How a collector runs (the workspace's settings say where).
+
+    Attributes:
+        workspace: the workspace settings (Redis URL, name, key prefix, shards).
+        reader: this collector's name in the consumer groups and leases.
+        lease_ttl: seconds a shard lease lasts without renewal (the takeover delay).
+        block: seconds one XREADGROUP waits (shorter than the socket timeout).
+        count: entries read per call.
+        heartbeat_timeout: seconds without heartbeat before a run is marked Failed.
+        stats_interval: seconds between two published counter reports.
+        trim_interval: seconds between two trims of a shard.
+    """
+
+    workspace: Settings
+    reader: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    lease_ttl: float = 5.0
+    block: float = 1.0
+    count: int = 64
+    heartbeat_timeout: float = 30.0
+    stats_interval: float = 10.0
+    trim_interval: float = 5.0
+
+
+@dataclass(slots=True)
+class CollectorStats:
+    """Counters since start; ``lag`` is per owned shard, entries not yet read."""
+
+    reader: str
+    applied: int = 0
+    deduped: int = 0
+    dead_lettered: int = 0
+    points: int = 0
+    heartbeats_lost: int = 0
+    shards: list[int] = field(default_factory=list)
+    lag: dict[int, int] = field(default_factory=dict)
+    updated_at: float = 0.0
+
+
+class Collector:
+    """Reads the workspace's ingest shards it holds leases for, and applies them."""
+
+    def __init__(self, settings: CollectorSettings, client: aioredis.Redis) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.workspace.workspace, settings.workspace.key_prefix, settings.workspace.shards)
+        self.client = client
+        self.stats = CollectorStats(reader=settings.reader)
+        self._leases = Leases(client, settings.reader, int(settings.lease_ttl * 1000))
+        self._apply = client.register_script(APPLY_LUA)
+        self._caught_up: set[int] = set()  # owned shards whose last read found no backlog
+        self._log = _log.bind(reader=settings.reader, workspace=self.keys.workspace)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Collect until ``stop`` is set; then finish the batch in hand and release the leases."""
+        for shard in range(self.keys.shards):
+            with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists already
+                await self.client.xgroup_create(self.keys.ingest(shard), INGEST_GROUP, id="0", mkstream=True)
+        self._log.info("collector_started", shards=self.keys.shards)
+        async with asyncio.TaskGroup() as tasks:
+            for shard in range(self.keys.shards):
+                tasks.create_task(self._shard_loop(shard, stop))
+            tasks.create_task(self._sweep_loop(stop))
+            tasks.create_task(self._report_loop(stop))
+        self._log.info("collector_stopped", **self._counters())
+
+    # ------------------------------------------------------------------- shards
+
+    async def _shard_loop(self, shard: int, stop: asyncio.Event) -> None:
+        stream, lease = self.keys.ingest(shard), self.keys.ingest_lease(shard)
+        log = self._log.bind(stream=stream)
+        owned, renew_at, trim_at = False, 0.0, 0.0
+        try:
+            while not stop.is_set():
+                now = time.monotonic()
+                if now >= renew_at:
+                    held = await self._leases.acquire(lease)
+                    renew_at = now + self.settings.lease_ttl / 3
+                    if held and not owned:
+                        log.info("shard_acquired")
+                        await self._take_over(stream)
+                    elif owned and not held:
+                        log.warning("shard_lost")
+                    owned = held
+                    self._set_owned(shard, owned)
+                if not owned:
+                    await _wait(stop, self.settings.lease_ttl / 3)
+                    continue
+                entries = await self._read(stream, ">")
+                (self._caught_up.add if len(entries) < self.settings.count else self._caught_up.discard)(shard)
+                if entries:
+                    await self._process(stream, entries)
+                if now >= trim_at:
+                    await self._trim(stream)
+                    trim_at = now + self.settings.trim_interval
+        finally:
+            if owned:
+                await self._leases.release(lease)
+                log.info("shard_released")
+
+    def _set_owned(self, shard: int, owned: bool) -> None:
+        shards = set(self.stats.shards)
+        (shards.add if owned else shards.discard)(shard)
+        self.stats.shards = sorted(shards)
+        if not owned:
+            self._caught_up.discard(shard)
+
+    async def _read(self, stream: str, start: str) -> list[Entry]:
+        block = None if start != ">" else int(self.settings.block * 1000)
+        reply = await self.client.xreadgroup(
+            INGEST_GROUP, self.settings.reader, {stream: start}, count=self.settings.count, block=block
+        )
+        if not reply:
+            return []
+        # RESP2 (pinned in connect): [[stream, [(id, fields or None), ...]]]
+        return cast("list[list[list[Entry]]]", reply)[0][1]
+
+    async def _take_over(self, stream: str) -> None:
+        """Claim every entry another reader read but did not ack, then apply ours in order."""
+        cursor: bytes | str = "0-0"
+        while True:
+            # (redis-py drops the cursor from a JUSTID reply, so the entries come along)
+            reply = await self.client.xautoclaim(
+                stream, INGEST_GROUP, self.settings.reader, min_idle_time=0, start_id=cursor, count=1000
+            )
+            cursor = cast("bytes", reply[0])
+            if cursor in (b"0-0", "0-0"):
+                break
+        while entries := await self._read(stream, "0"):
+            await self._process(stream, entries)
+            if len(entries) < self.settings.count:
+                break
+
+    # ---------------------------------------------------------------- applying
+
+    async def _process(self, stream: str, entries: list[Entry]) -> None:
+        plans: list[tuple[bytes, Plan]] = []
+        dead: list[tuple[bytes, dict[bytes, bytes], str]] = []
+        done: list[bytes] = []
+        now = time.time()
+        for entry_id, fields in entries:
+            if fields is None:  # trimmed while pending: nothing left to apply
+                done.append(entry_id)
+                continue
+            try:
+                plans.append((entry_id, plan(decode_entry(fields), self.keys, now=now)))
+            except DecodeError as exc:
+                dead.append((entry_id, fields, exc.reason))
+        results = await self._run_scripts([p for _, p in plans])
+        pipe = self.client.pipeline(transaction=False)
+        for (entry_id, p), result in zip(plans, results, strict=True):
+            if isinstance(result, ResponseError):
+                dead.append((entry_id, dict(entries)[entry_id] or {}, f"apply failed: {result}"))
+                continue
+            done.append(entry_id)
+            if result == 1:
+                self.stats.applied += 1
+                self.stats.points += p.points
+                for command in p.after:
+                    _ = pipe.execute_command(*command)
+            else:
+                self.stats.deduped += 1
+        for entry_id, fields, reason in dead:
+            self._log.warning("entry_dead_lettered", stream=stream, entry=entry_id.decode(), reason=reason)
+            _ = pipe.xadd(
+                self.keys.deadletter(),
+                cast("dict[FieldT, EncodableT]", _dead_letter(stream, entry_id, reason, fields)),
+                maxlen=DEADLETTER_MAXLEN,
+                approximate=True,
+            )
+            done.append(entry_id)
+        self.stats.dead_lettered += len(dead)
+        _ = pipe.xack(stream, INGEST_GROUP, *done)
+        await pipe.execute()
+
+    async def _run_scripts(self, plans: list[Plan]) -> list[Any]:
+        """EVALSHA each plan in one pipeline; reload the script once if Redis lost it."""
+        if not plans:
+            return []
+        results: list[Any] = []
+        for attempt in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            for p in plans:
+                _ = pipe.evalsha(self._apply.sha, len(p.keys), *p.keys, *p.args)
+            results = await pipe.execute(raise_on_error=False)
+            if attempt == 1 or not any(isinstance(r, NoScriptError) for r in results):
+                break
+            await self.client.script_load(APPLY_LUA)  # Redis restarted empty; applied seqs are skipped on rerun
+        return results
+
+    async def _trim(self, stream: str) -> None:
+        """Drop acked entries: MINID below the oldest pending one (never by length)."""
+        pending = await self.client.xpending(stream, INGEST_GROUP)
+        if pending["pending"]:
+            minid = pending["min"]
+        else:
+            groups = await self.client.xinfo_groups(stream)
+            mine = [g for g in groups if g["name"] in (INGEST_GROUP, INGEST_GROUP.encode())]
+            if not mine:
+                return
+            minid = mine[0]["last-delivered-id"]
+        await self.client.xtrim(stream, minid=minid, approximate=True)
+
+    # -------------------------------------------------------------- heartbeats
+
+    async def _sweep_loop(self, stop: asyncio.Event) -> None:
+        """Mark Failed the runs of our caught-up shards whose heartbeats stopped."""
+        timeout = self.settings.heartbeat_timeout
+        while not stop.is_set():
+            await _wait(stop, min(timeout / 4, 5.0))
+            cutoff = time.time() - timeout
+            stale = await self.client.zrangebyscore(self.keys.live_runs(), "-inf", cutoff, start=0, num=100)
+            for raw in cast("list[bytes]", stale):
+                run_id = raw.decode()
+                if self.keys.shard_of(run_id) not in self._caught_up:
+                    continue  # another collector's, or our backlog may hold its heartbeats
+                await self._lose(run_id)
+
+    async def _lose(self, run_id: str) -> None:
+        now = time.time()
+        batch = Batch(run_id, "", 0, [StatusChanged("Failed", "heartbeat lost", now)])
+        p = plan(batch, self.keys, producer="", now=now)
+        await self._apply(keys=p.keys, args=p.args)
+        await self.client.zrem(self.keys.live_runs(), run_id)
+        self.stats.heartbeats_lost += 1
+        self._log.warning("heartbeat_lost", run_id=run_id)
+
+    # ---------------------------------------------------------------- counters
+
+    def _counters(self) -> dict[str, Any]:
+        return asdict(self.stats)
+
+    async def _report_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.report()
+            await _wait(stop, self.settings.stats_interval)
+        await self.client.hdel(self.keys.collectors(), self.settings.reader)
+
+    async def report(self) -> CollectorStats:
+        """Refresh the lag per owned shard, publish the counters to Redis and the log."""
+        lag: dict[int, int] = {}
+        for shard in self.stats.shards:
+            groups = await self.client.xinfo_groups(self.keys.ingest(shard))
+            for group in groups:
+                if group["name"] in (INGEST_GROUP, INGEST_GROUP.encode()):
+                    lag[shard] = int(group.get("lag") or 0) + int(group.get("pending") or 0)
+        self.stats.lag = lag
+        self.stats.updated_at = time.time()
+        counters = self._counters()
+        await self.client.hset(self.keys.collectors(), self.settings.reader, json.dumps(counters))
+        self._log.info("collector_stats", **counters)
+        return self.stats
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds``, or less if ``stop`` is set meanwhile."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stop.wait()
+
+
+def _dead_letter(stream: str, entry_id: bytes, reason: str, fields: dict[bytes, bytes]) -> dict[str | bytes, Any]:
+    """A dead-letter entry: where the entry came from, why, and its fields as they were."""
+    letter: dict[str | bytes, Any] = {"stream": stream, "entry": entry_id, "reason": reason}
+    letter.update({b"f:" + key: value for key, value in fields.items()})
+    return letter
