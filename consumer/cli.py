@@ -1,0 +1,23 @@
+"""The ``runstream`` command: one entry point for every part of the pipeline.
+
+Each command lives beside the code it drives (``runstream collector`` in
+:mod:`runstream.collector.cli`); this group gathers them.
+"""
+
+from __future__ import annotations
+
+import click
+
+from runstream import __version__
+from runstream.collector.cli import collector_command
+
+__all__ = ["main"]
+
+
+@click.group()
+@click.version_option(__version__, prog_name="runstream")
+def main() -> None:
+    """runstream: experiment tracking on Redis streams."""
+
+
+main.add_command(collector_command)
