@@ -15,14 +15,16 @@ import secrets
 import sys
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, Self
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, Self, TypeVar
 
 from runstream._batcher import Item, RunHandle
+from runstream._log import sdk_logger
 from runstream._offline import MetricValue, OfflineRecorder
 from runstream.artifacts import ArtifactStore, StoredFile
+from runstream.connection import connect
 from runstream.errors import ConfigError, RunstreamError
 from runstream.events import (
     TERMINAL_STATUSES,
@@ -53,7 +55,13 @@ from runstream.validation import (
 from runstream.workspace import Workspace
 
 if TYPE_CHECKING:
+    from runstream.consumer.reader import MetricValue as RecordMetricValue
+    from runstream.consumer.reader import RecordReader
     from runstream.experiment import Experiment
+
+T = TypeVar("T")
+#: Seconds a read waits for the collector to apply what this process logged.
+READ_BOUND = 10.0
 
 __all__ = ["Run"]
 
@@ -327,6 +335,8 @@ class Run:
         self.status = status
         if timeout is not None:
             self.flush(timeout)
+            if self.experiment is not None:
+                self._await_record(timeout)
 
     def __enter__(self) -> Self:
         return self
@@ -340,6 +350,80 @@ class Run:
             self.complete()
         else:
             self.fail(exc)
+
+    # ---------------------------------------------------------------------- reading
+
+    def get_metrics(self, name: str | None = None) -> dict[str, RecordMetricValue]:
+        """Every metric of the run (or the one named), shaped as DESIGN §2's table says.
+
+        Reflects everything this process logged before the call (read-your-writes).
+        """
+        return self._read(lambda reader: reader.metrics(self.id, name))
+
+    def get_status(self) -> str:
+        """The run's status in its record."""
+        status = self._read(lambda reader: reader.status(self.id))
+        return status or "NotStarted"
+
+    def get_tags(self) -> dict[str, str]:
+        return self._read(lambda reader: reader.tags(self.id))
+
+    def get_properties(self) -> dict[str, str]:
+        return self._read(lambda reader: reader.properties(self.id))
+
+    def get_details(self) -> dict[str, Any]:
+        """id, experiment, status, start/end times, properties, tags, error and files."""
+        return self._read(lambda reader: reader.details(self.id))
+
+    def get_children(self) -> list[Run]:
+        """The run's child runs, as ``Run`` objects."""
+        experiment = self._require_experiment()
+        return [Run(experiment, child) for child in self._read(lambda reader: reader.children(self.id))]
+
+    def _require_experiment(self) -> Experiment:
+        if self.experiment is None:
+            raise RunstreamError("an offline run has no record to read")
+        return self.experiment
+
+    def _read(self, query: Callable[[RecordReader], Awaitable[T]], bound: float = READ_BOUND) -> T:
+        """Run ``query`` on the record once it holds everything this process logged."""
+        from runstream.consumer.reader import RecordReader, wait_applied  # lazy: DESIGN §1
+
+        settings, keys = self._require_experiment().workspace.settings, self._require_experiment().workspace.keys
+        self.flush(bound)
+        logger = get_logger()
+        seq = self._handle.seq if self._handle is not None else 0
+        producer = logger.producer
+
+        async def read() -> T:
+            async with connect(settings.redis_url) as client:
+                reader = RecordReader(client, keys)
+                if seq:
+                    await wait_applied(reader, self.id, producer, seq, bound)
+                return await query(reader)
+
+        return logger.call(read, timeout=bound + 30)
+
+    def _await_record(self, bound: float) -> None:
+        """After a final status: wait until the record shows it, if a collector runs."""
+        from runstream.consumer.reader import RecordReader, collectors_alive, wait_applied  # lazy
+
+        experiment = self._require_experiment()
+        settings, keys = experiment.workspace.settings, experiment.workspace.keys
+        logger = get_logger()
+        seq, producer = (self._handle.seq if self._handle else 0), logger.producer
+
+        async def wait() -> bool:
+            async with connect(settings.redis_url) as client:
+                if not await collectors_alive(client, keys, time.time()):
+                    return False
+                await wait_applied(RecordReader(client, keys), self.id, producer, seq, bound)
+                return True
+
+        if not logger.call(wait, timeout=bound + 30):
+            sdk_logger("runstream.run").warning(
+                "no_collector_running", run_id=self.id, hint="the run's record is updated when one starts"
+            )
 
     # ------------------------------------------------------------------- child runs
 

@@ -176,8 +176,10 @@ class CollectorThread:
             self._started.set()
 
     def start(self) -> CollectorThread:
+        """Start, and return once the collector has published its first report."""
         self._thread.start()
         self._started.wait(10)
+        wait_until(lambda: self.error is not None or self.stats.updated_at > 0, 10, "the collector's first report")
         return self
 
     def stop(self) -> None:

@@ -1,0 +1,175 @@
+"""Reading run records: the shapes ``get_metrics`` and friends return.
+
+Reads what the collector wrote (layout in :mod:`runstream.collector.records`) with
+a few round trips per call, whatever the series length: a packed series comes back
+in one LRANGE + GET and is decoded in bulk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping
+from typing import Any, cast
+
+import msgpack
+import redis.asyncio as aioredis
+
+from runstream.collector.records import Series, unpack_series
+from runstream.events import Value
+from runstream.keys import Keys
+
+__all__ = ["MetricValue", "RecordNotReadyError", "RecordReader", "collectors_alive", "wait_applied"]
+
+#: One metric as ``get_metrics`` returns it (see the table in DESIGN §2).
+MetricValue = Value | list[Value] | dict[str, list[Value]] | str | list[str]
+
+
+def _text(raw: Mapping[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+class RecordReader:
+    """Reads the records of one workspace through an asyncio Redis client."""
+
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+
+    async def meta(self, run_id: str) -> dict[str, str]:
+        return _text(cast("dict[bytes, bytes]", await self.client.hgetall(self.keys.meta(run_id))))
+
+    async def status(self, run_id: str) -> str | None:
+        raw = cast("bytes | None", await self.client.hget(self.keys.meta(run_id), "status"))
+        return raw.decode() if raw else None
+
+    async def tags(self, run_id: str) -> dict[str, str]:
+        return _text(cast("dict[bytes, bytes]", await self.client.hgetall(self.keys.tags(run_id))))
+
+    async def properties(self, run_id: str) -> dict[str, str]:
+        return _text(cast("dict[bytes, bytes]", await self.client.hgetall(self.keys.properties(run_id))))
+
+    async def files(self, run_id: str) -> dict[str, dict[str, Any]]:
+        raw = cast("dict[bytes, bytes]", await self.client.hgetall(self.keys.files(run_id)))
+        return {name.decode(): msgpack.unpackb(info, raw=False) for name, info in sorted(raw.items())}
+
+    async def children(self, run_id: str) -> list[str]:
+        members = cast("set[bytes]", await self.client.smembers(self.keys.children(run_id)))
+        return sorted(m.decode() for m in members)
+
+    async def applied_seq(self, run_id: str, producer: str) -> int:
+        raw = cast("bytes | None", await self.client.hget(self.keys.applied(run_id), producer))
+        return int(raw) if raw else 0
+
+    async def runs(self, experiment: str) -> list[str]:
+        """Run ids of an experiment, newest first."""
+        ids = cast("list[bytes]", await self.client.zrevrange(self.keys.experiment_runs(experiment), 0, -1))
+        return [i.decode() for i in ids]
+
+    async def series(self, run_id: str, name: str) -> Series:
+        """A metric's packed series, decoded (steps, values, times)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            _ = pipe.lrange(self.keys.metric_series(run_id, name), 0, -1)
+            _ = pipe.get(self.keys.metric_tail(run_id, name))
+            sealed, tail = await pipe.execute()
+        return unpack_series(b"".join(cast("list[bytes]", sealed)) + (cast("bytes | None", tail) or b""))
+
+    async def metrics(self, run_id: str, name: str | None = None) -> dict[str, MetricValue]:
+        """Every metric (or the one named) in the shape of DESIGN §2's table."""
+        index = _text(cast("dict[bytes, bytes]", await self.client.hgetall(self.keys.metric_index(run_id))))
+        if name is not None:
+            index = {name: index[name]} if name in index else {}
+        names = list(index)
+        values = await asyncio.gather(*(self._metric(run_id, n, index[n]) for n in names))
+        return dict(zip(names, values, strict=True))
+
+    async def _metric(self, run_id: str, name: str, kind: str) -> MetricValue:
+        if kind in ("series", "list"):
+            points = (await self.series(run_id, name)).values
+            return points[0] if kind == "series" and len(points) == 1 else points
+        items = cast("list[bytes]", await self.client.lrange(self.keys.metric_values(run_id, name), 0, -1))
+        if kind == "image":
+            files = [i.decode() for i in items]
+            return files[0] if len(files) == 1 else files
+        table: dict[str, list[Value]] = {}
+        for item in items:
+            for column, column_values in msgpack.unpackb(item, raw=False).items():
+                table.setdefault(column, []).extend(column_values)
+        return table
+
+    async def details(self, run_id: str) -> dict[str, Any]:
+        """What ``get_details`` returns: id, experiment, status, times, properties, tags, error, files."""
+        meta, tags, properties, files = await asyncio.gather(
+            self.meta(run_id), self.tags(run_id), self.properties(run_id), self.files(run_id)
+        )
+        return {
+            "runId": run_id,
+            "experiment": meta.get("experiment"),
+            "displayName": meta.get("display_name"),
+            "status": meta.get("status"),
+            "parentRunId": meta.get("parent_id"),
+            "createdTimeUtc": _float(meta.get("created_at")),
+            "startTimeUtc": _float(meta.get("started_at")),
+            "endTimeUtc": _float(meta.get("ended_at")),
+            "error": meta.get("error"),
+            "properties": properties,
+            "tags": tags,
+            "files": list(files),
+        }
+
+
+def _float(text: str | None) -> float | None:
+    return float(text) if text is not None else None
+
+
+#: A collector whose last report is older than this is taken for gone.
+COLLECTOR_STALE_AFTER = 45.0
+
+
+class RecordNotReadyError(TimeoutError):
+    """The collector has not applied what this process logged within the bound."""
+
+
+async def collectors_alive(client: aioredis.Redis, keys: Keys, now: float) -> list[str]:
+    """Readers of collectors that reported within :data:`COLLECTOR_STALE_AFTER` seconds."""
+    reports = cast("dict[bytes, bytes]", await client.hgetall(keys.collectors()))
+    alive = []
+    for reader, report in reports.items():
+        try:
+            updated = float(json.loads(report).get("updated_at", 0))
+        except (ValueError, AttributeError):
+            continue
+        if now - updated < COLLECTOR_STALE_AFTER:
+            alive.append(reader.decode())
+    return alive
+
+
+async def wait_applied(reader: RecordReader, run_id: str, producer: str, seq: int, bound: float) -> None:
+    """Block until the collector has applied ``producer``'s batches up to ``seq`` of the run.
+
+    Blocks on the run's live stream (each applied batch adds an entry) rather than
+    polling, re-checking the applied seq after each wake.
+
+    Raises:
+        RecordNotReadyError: not within ``bound`` seconds; the message names the likely cause.
+    """
+    client, live = reader.client, reader.keys.live(run_id)
+    deadline = time.monotonic() + bound
+    newest = cast("list[tuple[bytes, Any]]", await client.xrevrange(live, count=1))
+    last = newest[0][0] if newest else b"0-0"
+    while await reader.applied_seq(run_id, producer) < seq:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            alive = await collectors_alive(client, reader.keys, time.time())
+            cause = (
+                "no collector is running for this workspace (start one: `runstream collector`)"
+                if not alive
+                else f"the collectors ({', '.join(alive)}) are behind"
+            )
+            raise RecordNotReadyError(
+                f"run {run_id}: what was logged here is not in its record after {bound} s: {cause}"
+            )
+        reply = await client.xread({live: last}, count=100, block=max(1, int(min(left, 0.5) * 1000)))
+        for _, entries in cast("list[tuple[bytes, list[tuple[bytes, Any]]]]", reply or []):
+            last = entries[-1][0]

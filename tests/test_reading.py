@@ -1,0 +1,123 @@
+"""Reading a run's record through the Run API: shapes, read-your-writes, children, runs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from runstream import Experiment, Run
+from runstream.consumer.reader import RecordNotReadyError
+from tests.conftest import CollectorThread, make_workspace
+
+
+@pytest.fixture
+def collected(experiment: Experiment, start_collector: Callable[..., CollectorThread]) -> Experiment:
+    """The experiment, with a collector running for its workspace."""
+    start_collector(experiment.workspace)
+    return experiment
+
+
+class TestGetMetrics:
+    """``get_metrics`` returns exactly the shapes of DESIGN §2's table, right after logging."""
+
+    def test_every_shape(self, collected: Experiment, tmp_path: Path) -> None:
+        image = tmp_path / "roc.png"
+        image.write_bytes(b"\x89PNG")
+        run = collected.start_logging()
+        run.log("alpha", 0.03)
+        for v in (1.0, 0.5, math.inf):
+            run.log("loss", v)
+        run.log("epochs", 3)
+        run.log("name", "ünïcode ✓")
+        run.log_list("accuracy", [0.6, 0.7])
+        run.log_list("accuracy", [0.87])
+        run.log("both", 1.0)
+        run.log_list("both", [2.0, 3.0])
+        run.log_row("Y over X", x=1, y=0.4)
+        run.log_row("Y over X", x=2, y=0.5)
+        run.log_table("Sine Wave", {"angle": [0, 1], "sine": [0.0, 0.84]})
+        run.log_table("Sine Wave", {"angle": [2], "sine": [0.91]})
+        run.log_image("ROC", path=image)
+        run.log_image("many", path=image)
+        run.log_image("many", path=image)
+        run.log("nan", math.nan)
+
+        metrics = run.get_metrics()
+        run.complete()
+
+        nan = metrics.pop("nan")
+        assert isinstance(nan, float)
+        assert math.isnan(nan)
+        assert {
+            "alpha": 0.03,
+            "loss": [1.0, 0.5, math.inf],
+            "epochs": 3,
+            "name": "ünïcode ✓",
+            "accuracy": [0.6, 0.7, 0.87],
+            "both": [1.0, 2.0, 3.0],
+            "Y over X": {"x": [1, 2], "y": [0.4, 0.5]},
+            "Sine Wave": {"angle": [0, 1, 2], "sine": [0.0, 0.84, 0.91]},
+            "ROC": "images/ROC.png",
+            "many": ["images/many.png", "images/many_1.png"],
+        } == metrics
+        assert int is type(metrics["epochs"])
+        assert {"loss": [1.0, 0.5, math.inf]} == run.get_metrics("loss")
+        assert {} == run.get_metrics("absent")
+
+
+class TestRunInfo:
+    """Status, tags, properties, details and children read back from the record."""
+
+    def test_details(self, collected: Experiment) -> None:
+        run = collected.start_logging(display_name="trial")
+        run.tag("a", "1")
+        run.add_properties({"k": "v"})
+        run.upload_file("outputs/x.txt", __file__)
+        child = run.child_run("child")
+        child.complete()
+
+        assert "Running" == run.get_status()
+        assert {"a": "1"} == run.get_tags()
+        assert {"k": "v"} == run.get_properties()
+        assert [child.id] == [c.id for c in run.get_children()]
+        run.fail("bad luck")
+        details = run.get_details()
+
+        assert ("Failed", "bad luck", "trial", ["outputs/x.txt"]) == (
+            details["status"],
+            details["error"],
+            details["displayName"],
+            details["files"],
+        )
+        assert details["startTimeUtc"] <= details["endTimeUtc"]
+
+    def test_runs_newest_first(self, collected: Experiment) -> None:
+        first = collected.start_logging()
+        first.complete()
+        second = collected.start_logging()
+        second.complete()
+
+        assert [second.id, first.id] == [r.id for r in collected.get_runs()][:2]
+
+    def test_another_process_view(self, collected: Experiment) -> None:
+        run = collected.start_logging()
+        run.log("x", 1)
+        run.complete()
+
+        assert {"x": 1} == Run(collected, run.id).get_metrics()
+
+
+class TestNoCollector:
+    """Without a collector, a read says why it cannot answer."""
+
+    def test_read_names_the_cause(self, redis_url: str, tmp_path: Path) -> None:
+        workspace = make_workspace(redis_url, tmp_path / ".runstream")
+        run = Experiment(workspace, "lonely").start_logging()
+        run.log("x", 1)
+
+        with pytest.raises(RecordNotReadyError, match="no collector is running"):
+            run._read(lambda reader: reader.metrics(run.id), bound=0.3)
+        run.complete()
