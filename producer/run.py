@@ -7,6 +7,7 @@ stored synchronously in the workspace's artifact store, then recorded as events.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import os
@@ -379,6 +380,28 @@ class Run:
         """The run's child runs, as ``Run`` objects."""
         experiment = self._require_experiment()
         return [Run(experiment, child) for child in self._read(lambda reader: reader.children(self.id))]
+
+    def wait_for_completion(self, show_output: bool = False, timeout: float | None = None) -> dict[str, Any]:
+        """Block until the run is Completed, Failed or Canceled, and return its details.
+
+        Follows the run's live stream (no polling); with ``show_output`` prints the
+        run's captured output as it arrives.
+
+        Raises:
+            RunFailedError: the run failed (its error is in the message).
+            TimeoutError: not finished within ``timeout`` seconds.
+        """
+        return get_logger().call(lambda: self.await_completion(show_output=show_output, timeout=timeout))
+
+    async def await_completion(self, show_output: bool = False, timeout: float | None = None) -> dict[str, Any]:  # noqa: ASYNC109  # mirrors wait_for_completion
+        """:meth:`wait_for_completion` for asyncio callers."""
+        from runstream.consumer.wait import wait_for_completion  # lazy: DESIGN §1
+
+        workspace = self._require_experiment().workspace
+        async with asyncio.timeout(timeout), connect(workspace.settings.redis_url) as client:
+            details = await wait_for_completion(client, workspace.keys, self.id, show_output=show_output)
+        self.status = details["status"]
+        return details
 
     def _require_experiment(self) -> Experiment:
         if self.experiment is None:

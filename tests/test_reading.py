@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 
 from runstream import Experiment, Run
+from runstream.connection import connect
 from runstream.consumer.reader import RecordNotReadyError
+from runstream.consumer.subscribe import Update, subscribe
+from runstream.consumer.wait import RunFailedError
+from runstream.events import MetricsLogged, StatusChanged
 from tests.conftest import CollectorThread, make_workspace
 
 
@@ -121,3 +125,64 @@ class TestNoCollector:
         with pytest.raises(RecordNotReadyError, match="no collector is running"):
             run._read(lambda reader: reader.metrics(run.id), bound=0.3)
         run.complete()
+
+
+class TestWaitForCompletion:
+    """``wait_for_completion`` returns the details at the end, raising on Failed."""
+
+    def test_waits_for_another_run_object(self, collected: Experiment) -> None:
+        run = collected.start_logging()
+        watcher = Run(collected, run.id)
+        run.log("x", 1)
+        run.complete()
+
+        details = watcher.wait_for_completion(timeout=30)
+
+        assert ("Completed", run.id) == (details["status"], details["runId"])
+
+    def test_raises_on_failed(self, collected: Experiment) -> None:
+        run = collected.start_logging()
+        run.fail("diverged")
+
+        with pytest.raises(RunFailedError, match="diverged"):
+            Run(collected, run.id).wait_for_completion(timeout=30)
+
+    def test_times_out(self, collected: Experiment) -> None:
+        run = collected.start_logging()
+
+        with pytest.raises(TimeoutError):
+            Run(collected, run.id).wait_for_completion(timeout=0.5)
+        run.complete()
+
+
+class TestSubscribe:
+    """A subscriber sees every update once, in order, and resumes from its last id."""
+
+    async def test_resume_misses_nothing(self, collected: Experiment) -> None:
+        workspace = collected.workspace
+        run = collected.start_logging()
+        for i in range(5):
+            run.log("x", i)
+            run.flush()
+        run.get_status()  # read-your-writes: all five applied
+        async with connect(workspace.settings.redis_url) as client:
+            first: list[Update] = []
+            async for item in subscribe(client, workspace.keys, run.id):
+                assert isinstance(item, Update)
+                first.append(item)
+                if len(first) == 3:
+                    break
+            for i in range(5, 8):
+                run.log("x", i)
+            run.complete()
+            rest = [i async for i in subscribe(client, workspace.keys, run.id, start=first[-1].id)]
+
+        values = [
+            v
+            for u in [*first, *rest]
+            if isinstance(u, Update) and isinstance(u.event, MetricsLogged)
+            for v in u.event.values
+        ]
+        assert list(range(8)) == values
+        assert isinstance(rest[-1], Update)
+        assert isinstance(rest[-1].event, StatusChanged)

@@ -1,0 +1,53 @@
+"""``wait_for_completion``: block on a run's streams until it ends.
+
+No polling: the waiter follows the live stream (:func:`.subscribe.subscribe`),
+printing output lines as they arrive when asked to, and returns the run's details
+once a final status arrives.  A run that failed raises :class:`RunFailedError` with
+its error, as Azure ML's ``wait_for_completion`` does.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+import redis.asyncio as aioredis
+
+from runstream.consumer.reader import RecordReader
+from runstream.consumer.subscribe import Update, subscribe
+from runstream.errors import RunstreamError
+from runstream.events import TERMINAL_STATUSES, OutputLogged
+from runstream.keys import Keys
+
+__all__ = ["RunFailedError", "wait_for_completion"]
+
+
+class RunFailedError(RunstreamError):
+    """The run ended Failed; ``details`` is what ``get_details`` returns."""
+
+    def __init__(self, message: str, details: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+async def wait_for_completion(
+    client: aioredis.Redis, keys: Keys, run_id: str, *, show_output: bool = False, out: TextIO | None = None
+) -> dict[str, Any]:
+    """Wait until the run is Completed, Failed or Canceled; return its details.
+
+    Raises:
+        RunFailedError: the run failed (the message holds its error).
+    """
+    reader = RecordReader(client, keys)
+    status = await reader.status(run_id)
+    if status not in TERMINAL_STATUSES or show_output:
+        stream = out or sys.stdout
+        async for item in subscribe(client, keys, run_id, start="beginning"):
+            if show_output and isinstance(item, Update) and isinstance(item.event, OutputLogged):
+                for line in item.event.lines:
+                    stream.write(line if line.endswith("\n") else line + "\n")
+                stream.flush()
+    details = await reader.details(run_id)
+    if details["status"] == "Failed":
+        raise RunFailedError(f"run {run_id} failed: {details.get('error')}", details)
+    return details
