@@ -10,6 +10,7 @@ import click
 
 from runstream import __version__
 from runstream.collector.cli import collector_command
+from runstream.consumer.commands import cancel_command, runs_command, show_command, tail_command, wait_command
 
 __all__ = ["main"]
 
@@ -20,4 +21,5 @@ def main() -> None:
     """runstream: experiment tracking on Redis streams."""
 
 
-main.add_command(collector_command)
+for command in (collector_command, runs_command, show_command, tail_command, wait_command, cancel_command):
+    main.add_command(command)

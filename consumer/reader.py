@@ -62,6 +62,10 @@ class RecordReader:
         raw = cast("bytes | None", await self.client.hget(self.keys.applied(run_id), producer))
         return int(raw) if raw else 0
 
+    async def experiments(self) -> list[str]:
+        members = cast("set[bytes]", await self.client.smembers(self.keys.experiments()))
+        return sorted(m.decode() for m in members)
+
     async def runs(self, experiment: str) -> list[str]:
         """Run ids of an experiment, newest first."""
         ids = cast("list[bytes]", await self.client.zrevrange(self.keys.experiment_runs(experiment), 0, -1))

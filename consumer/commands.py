@@ -1,0 +1,165 @@
+"""CLI commands that read runs: ``runs``, ``show``, ``tail``, ``wait``, ``cancel``.
+
+Exit codes a shell can rely on: ``wait`` exits 0 when the run Completed, 1 when it
+Failed, 2 when it was Canceled, 3 on timeout; every command exits 4 when the run
+does not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+from runstream import Experiment, Run, Workspace
+from runstream.config import Settings
+from runstream.connection import connect
+from runstream.consumer.reader import RecordReader
+from runstream.consumer.subscribe import subscribe
+from runstream.consumer.updates import describe, to_json
+from runstream.consumer.wait import RunFailedError, wait_for_completion
+from runstream.keys import Keys
+
+__all__ = ["cancel_command", "runs_command", "show_command", "tail_command", "wait_command"]
+
+T = TypeVar("T")
+EXIT_CODES = {"Completed": 0, "Failed": 1, "Canceled": 2}
+EXIT_TIMEOUT, EXIT_UNKNOWN_RUN = 3, 4
+
+
+def _with_reader(work: Callable[[RecordReader], Awaitable[T]]) -> T:
+    settings = Settings.from_config()
+    keys = Keys(settings.workspace, settings.key_prefix, settings.shards)
+
+    async def main() -> T:
+        async with connect(settings.redis_url) as client:
+            return await work(RecordReader(client, keys))
+
+    return asyncio.run(main())
+
+
+async def _require_run(reader: RecordReader, run_id: str) -> dict[str, str]:
+    meta = await reader.meta(run_id)
+    if not meta:
+        click.echo(f"no run {run_id!r} in this workspace", err=True)
+        sys.exit(EXIT_UNKNOWN_RUN)
+    return meta
+
+
+def _when(text: str | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(text))) if text else "-"
+
+
+def _duration(meta: dict[str, str]) -> str:
+    if "started_at" not in meta:
+        return "-"
+    end = float(meta["ended_at"]) if "ended_at" in meta else time.time()
+    return f"{end - float(meta['started_at']):.1f}s"
+
+
+@click.command("runs")
+@click.argument("experiment", required=False)
+def runs_command(experiment: str | None) -> None:
+    """List runs, newest first (of EXPERIMENT, or of every experiment)."""
+
+    async def work(reader: RecordReader) -> list[list[str]]:
+        names = [experiment] if experiment else await reader.experiments()
+        rows = []
+        for name in names:
+            for run_id in await reader.runs(name):
+                meta, tags = await reader.meta(run_id), await reader.tags(run_id)
+                tag_text = ",".join(f"{k}={v}" for k, v in sorted(tags.items()))
+                rows.append([run_id, meta.get("status", "?"), _when(meta.get("started_at")), _duration(meta), tag_text])
+        return rows
+
+    rows = _with_reader(work)
+    header = ["RUN", "STATUS", "STARTED", "DURATION", "TAGS"]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+@click.command("show")
+@click.argument("run_id")
+def show_command(run_id: str) -> None:
+    """Show a run: status, tags, and last / min / max of each metric."""
+
+    async def work(reader: RecordReader) -> tuple[dict[str, str], dict[str, str], dict[str, Any]]:
+        meta = await _require_run(reader, run_id)
+        return meta, await reader.tags(run_id), await reader.metrics(run_id)
+
+    meta, tags, metrics = _with_reader(work)
+    click.echo(f"run      {run_id}")
+    click.echo(f"status   {meta.get('status')}" + (f"  ({meta['error']})" if meta.get("error") else ""))
+    click.echo(f"started  {_when(meta.get('started_at'))}   duration {_duration(meta)}")
+    click.echo("tags     " + (", ".join(f"{k}={v}" for k, v in sorted(tags.items())) or "-"))
+    for name, value in sorted(metrics.items()):
+        click.echo(f"  {name}: {_summary(value)}")
+
+
+def _summary(value: Any) -> str:
+    if isinstance(value, list) and value and all(isinstance(v, int | float) for v in value):
+        return f"last {value[-1]!r}  min {min(value)!r}  max {max(value)!r}  ({len(value)} points)"
+    if isinstance(value, dict):
+        rows = len(next(iter(value.values()), []))
+        return f"table of {rows} rows: {', '.join(value)}"
+    return repr(value)
+
+
+@click.command("tail")
+@click.argument("run_id")
+@click.option("--from-start", is_flag=True, help="Print the run's updates from its beginning.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def tail_command(run_id: str, from_start: bool, as_json: bool) -> None:
+    """Print a run's updates as they come, until it ends (like tail -f)."""
+
+    async def work(reader: RecordReader) -> None:
+        await _require_run(reader, run_id)
+        async for item in subscribe(reader.client, reader.keys, run_id, start="beginning" if from_start else "now"):
+            click.echo(json.dumps(to_json(item)) if as_json else describe(item))
+
+    _with_reader(work)
+
+
+@click.command("wait")
+@click.argument("run_id")
+@click.option("--timeout", type=float, default=None, help="Give up after this many seconds (exit 3).")
+@click.option("--show-output", is_flag=True, help="Print the run's output as it arrives.")
+def wait_command(run_id: str, timeout: float | None, show_output: bool) -> None:
+    """Wait for a run to end; exit 0 Completed, 1 Failed, 2 Canceled, 3 timeout."""
+
+    async def work(reader: RecordReader) -> str:
+        await _require_run(reader, run_id)
+        try:
+            async with asyncio.timeout(timeout):
+                details = await wait_for_completion(reader.client, reader.keys, run_id, show_output=show_output)
+        except RunFailedError as exc:
+            click.echo(str(exc), err=True)
+            return "Failed"
+        except TimeoutError:
+            click.echo(f"run {run_id} still running after {timeout} s", err=True)
+            return "timeout"
+        return str(details["status"])
+
+    status = _with_reader(work)
+    click.echo(status)
+    sys.exit(EXIT_CODES.get(status, EXIT_TIMEOUT))
+
+
+@click.command("cancel")
+@click.argument("run_id")
+def cancel_command(run_id: str) -> None:
+    """Mark a run Canceled."""
+
+    async def work(reader: RecordReader) -> dict[str, str]:
+        return await _require_run(reader, run_id)
+
+    meta = _with_reader(work)
+    # Sent as any producer sends a status, so the collector applies it in order.
+    Run(Experiment(Workspace.from_config(), meta["experiment"]), run_id).cancel()
+    click.echo(f"run {run_id} canceled")

@@ -1,0 +1,106 @@
+"""The ``runstream`` command: runs, show, tail, wait, cancel, with exit codes a shell relies on."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+from click.testing import CliRunner
+
+from runstream import Experiment
+from runstream.consumer.cli import main
+from tests.conftest import CollectorThread
+
+
+@pytest.fixture
+def cli(
+    experiment: Experiment, start_collector: Callable[..., CollectorThread], monkeypatch: pytest.MonkeyPatch
+) -> Experiment:
+    """The experiment's workspace in the environment the CLI reads, and a collector running."""
+    settings = experiment.workspace.settings
+    monkeypatch.setenv("RUNSTREAM_REDIS_URL", settings.redis_url)
+    monkeypatch.setenv("RUNSTREAM_WORKSPACE", settings.workspace)
+    monkeypatch.setenv("RUNSTREAM_DATA_DIR", str(settings.data_dir))
+    start_collector(experiment.workspace)
+    return experiment
+
+
+class TestRunsAndShow:
+    """``runs`` lists runs newest first; ``show`` summarises one."""
+
+    def test_runs_table(self, cli: Experiment) -> None:
+        with cli.start_logging() as run:
+            run.tag("lr", "0.1")
+
+        result = CliRunner().invoke(main, ["runs", "tests"])
+
+        assert 0 == result.exit_code, result.output
+        assert ["RUN", "STATUS"] == result.output.splitlines()[0].split()[:2]
+        assert run.id in result.output
+        assert "Completed" in result.output
+        assert "lr=0.1" in result.output
+
+    def test_show(self, cli: Experiment) -> None:
+        with cli.start_logging() as run:
+            for v in (3.0, 1.0, 2.0):
+                run.log("loss", v)
+            run.tag("model", "cnn")
+
+        result = CliRunner().invoke(main, ["show", run.id])
+
+        assert 0 == result.exit_code, result.output
+        assert "status   Completed" in result.output
+        assert "model=cnn" in result.output
+        assert "loss: last 2.0  min 1.0  max 3.0  (3 points)" in result.output
+
+    def test_unknown_run(self, cli: Experiment) -> None:
+        result = CliRunner().invoke(main, ["show", "nope_1_00000000"])
+
+        assert 4 == result.exit_code
+
+
+class TestWait:
+    """``wait`` exits 0 Completed, 1 Failed, 2 Canceled, 3 on timeout."""
+
+    @pytest.mark.parametrize(("end", "code"), [("complete", 0), ("fail", 1), ("cancel", 2)])
+    def test_exit_codes(self, cli: Experiment, end: str, code: int) -> None:
+        run = cli.start_logging()
+        getattr(run, end)()
+
+        result = CliRunner().invoke(main, ["wait", run.id])
+
+        assert code == result.exit_code, result.output
+
+    def test_timeout(self, cli: Experiment) -> None:
+        run = cli.start_logging()
+
+        result = CliRunner().invoke(main, ["wait", run.id, "--timeout", "0.3"])
+        run.complete()
+
+        assert 3 == result.exit_code
+
+
+class TestTailAndCancel:
+    """``tail --from-start --json`` prints every update until the run ends; ``cancel`` ends it."""
+
+    def test_tail_json(self, cli: Experiment) -> None:
+        with cli.start_logging() as run:
+            run.log("loss", 0.5)
+            run.tag("k", "v")
+
+        result = CliRunner().invoke(main, ["tail", run.id, "--from-start", "--json"])
+
+        lines = [json.loads(line) for line in result.output.splitlines()]
+        assert 0 == result.exit_code, result.output
+        assert ["run_started", "metric", "tag", "status"] == [line["type"] for line in lines]
+        assert [0.5] == lines[1]["values"]
+        assert "Completed" == lines[-1]["status"]
+
+    def test_cancel(self, cli: Experiment) -> None:
+        run = cli.start_logging()
+
+        result = CliRunner().invoke(main, ["cancel", run.id])
+
+        assert 0 == result.exit_code, result.output
+        assert "Canceled" == run.get_status()
