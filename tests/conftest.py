@@ -9,13 +9,11 @@ server instead.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,9 +26,9 @@ import redis
 
 from runstream import Experiment, Settings, Workspace
 from runstream.codec import Batch, decode_entry
-from runstream.collector import Collector, CollectorSettings, CollectorStats
+from runstream.collector import CollectorSettings
+from runstream.collector.background import BackgroundCollector
 from runstream.collector.records import Series, unpack_series
-from runstream.connection import connect
 from runstream.redis_server import RedisServer
 
 
@@ -149,50 +147,8 @@ def run_script(tmp_path: Path) -> RunScript:
     return run
 
 
-class CollectorThread:
-    """A real collector running in a thread of its own (with its own event loop)."""
-
-    def __init__(self, settings: CollectorSettings) -> None:
-        self.settings = settings
-        self._stop: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.collector: Collector | None = None
-        self._thread = threading.Thread(target=self._main, name=f"collector-{settings.reader}", daemon=True)
-        self._started = threading.Event()
-        self.error: BaseException | None = None
-
-    def _main(self) -> None:
-        async def run() -> None:
-            self._stop, self._loop = asyncio.Event(), asyncio.get_running_loop()
-            async with connect(self.settings.workspace.redis_url) as client:
-                self.collector = Collector(self.settings, client)
-                self._started.set()
-                await self.collector.run(self._stop)
-
-        try:
-            asyncio.run(run())
-        except BaseException as exc:  # noqa: BLE001  # surfaced by stop() in the test's thread
-            self.error = exc
-            self._started.set()
-
-    def start(self) -> CollectorThread:
-        """Start, and return once the collector has published its first report."""
-        self._thread.start()
-        self._started.wait(10)
-        wait_until(lambda: self.error is not None or self.stats.updated_at > 0, 10, "the collector's first report")
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(30)
-        if self.error is not None:
-            raise self.error
-
-    @property
-    def stats(self) -> CollectorStats:
-        assert self.collector is not None
-        return self.collector.stats
+#: A collector running in a thread of the test process (see BackgroundCollector).
+CollectorThread = BackgroundCollector
 
 
 @pytest.fixture
@@ -202,7 +158,7 @@ def start_collector() -> Iterator[Callable[..., CollectorThread]]:
 
     def start(workspace: Workspace, **settings: Any) -> CollectorThread:
         options = {"lease_ttl": 2.0, "heartbeat_timeout": 30.0, "stats_interval": 1.0, **settings}
-        thread = CollectorThread(CollectorSettings(workspace=workspace.settings, **options)).start()
+        thread = BackgroundCollector(CollectorSettings(workspace=workspace.settings, **options)).start()
         started.append(thread)
         return thread
 

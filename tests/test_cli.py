@@ -74,6 +74,7 @@ class TestWait:
 
     def test_timeout(self, cli: Experiment) -> None:
         run = cli.start_logging()
+        assert "Running" == run.get_status()  # in the record before the CLI looks
 
         result = CliRunner().invoke(main, ["wait", run.id, "--timeout", "0.3"])
         run.complete()
@@ -99,6 +100,7 @@ class TestTailAndCancel:
 
     def test_cancel(self, cli: Experiment) -> None:
         run = cli.start_logging()
+        assert "Running" == run.get_status()  # in the record before the CLI looks
 
         result = CliRunner().invoke(main, ["cancel", run.id])
 
