@@ -23,6 +23,7 @@ from typing import Any, Protocol, cast
 
 import pytest
 import redis
+import structlog
 
 from runstream import Experiment, Settings, Workspace
 from runstream.codec import Batch, decode_entry
@@ -30,6 +31,13 @@ from runstream.collector import CollectorSettings
 from runstream.collector.background import BackgroundCollector
 from runstream.collector.records import Series, unpack_series
 from runstream.redis_server import RedisServer
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _logs_to_stderr() -> None:
+    """Services started inside the test process (collectors) log to the real stderr, so
+    their lines never mix with what a test captures from stdout (the CLI's output)."""
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.__stderr__))
 
 
 @pytest.fixture(scope="session")

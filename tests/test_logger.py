@@ -264,11 +264,12 @@ class TestLoggingSetup:
 
     def test_json_lines(self) -> None:
         out = io.StringIO()
+        before = structlog.get_config()
         configure_logging(json=True, stream=out)
         try:
             structlog.get_logger("t").info("batch_flushed", events=3)
         finally:
-            structlog.reset_defaults()
+            structlog.configure(**before)
 
         line = json.loads(out.getvalue())
 
@@ -276,12 +277,13 @@ class TestLoggingSetup:
 
     def test_console_lines_and_level(self) -> None:
         out = io.StringIO()
+        before = structlog.get_config()
         configure_logging(json=False, level="warning", stream=out)
         try:
             structlog.get_logger("t").info("hidden")
             structlog.get_logger("t").warning("shown", n=1)
         finally:
-            structlog.reset_defaults()
+            structlog.configure(**before)
 
         text = out.getvalue()
 
