@@ -24,6 +24,7 @@ A packed series is the concatenation of the items of ``m:<name>`` and then
     steps   mode "a": none (step i = step0 + i * stride)
             mode "d": n int32 deltas (step i = step i-1 + delta, step -1 = step0)
             mode "q": n int64 steps
+            mode "u": n uint64 steps (a step above 2**63 - 1; step0 is 0)
     values  kind "d": n float64 | "q": n int64 | "?": n bytes 0/1
             kind "s": uint32 length + msgpack array of n str
 
@@ -45,7 +46,7 @@ import msgpack
 
 from runstream.events import Value
 
-__all__ = ["HEADER", "KINDS", "Series", "pack_chunk", "unpack_series"]
+__all__ = ["HEADER", "KINDS", "Series", "pack_chunk", "unpack_series", "unpack_values"]
 
 #: How a metric was logged: "series" (only ``log``), "list" (``log_list``, maybe
 #: mixed with ``log``: always read as a list), "table" (``log_row``/``log_table``),
@@ -103,7 +104,10 @@ def _pack_one(steps: Sequence[int], values: Sequence[Value], ts: float) -> bytes
         kind = b"s"
     n = len(values)
     step0 = steps[0]
-    if isinstance(steps, range) or n == 1:
+    top = max(steps[0], steps[-1]) if isinstance(steps, range) else max(steps)
+    if top > _INT64[1]:  # steps above int64 (the producer takes uint64 steps)
+        mode, step0, stride, step_bytes = b"u", 0, 0, array("Q", steps).tobytes()
+    elif isinstance(steps, range) or n == 1:
         mode, stride, step_bytes = b"a", (steps.step if isinstance(steps, range) else 1), b""
     else:
         deltas = [b - a for a, b in pairwise(steps)]
@@ -132,7 +136,7 @@ def _chunks(data: bytes) -> Iterator[tuple[bytes, bytes, int, float, int, int, i
 
 
 def _body_size(data: bytes, offset: int, kind: bytes, mode: bytes, n: int) -> int:
-    steps = {b"a": 0, b"d": 4 * n, b"q": 8 * n}[mode]
+    steps = {b"a": 0, b"d": 4 * n, b"q": 8 * n, b"u": 8 * n}[mode]
     if kind == b"s":
         (length,) = struct.unpack_from("<I", data, offset + steps)
         return steps + 4 + int(length)
@@ -157,13 +161,22 @@ def unpack_series(data: bytes) -> Series:
                 steps.append(step)
             offset_values = offset + 4 * n
         else:
-            absolute = array("q")
+            absolute = array("Q" if mode == b"u" else "q")
             absolute.frombytes(data[offset : offset + 8 * n])
             steps.extend(absolute)
             offset_values = offset + 8 * n
         values.extend(_values(data, offset_values, kind, n))
         stamps.extend([ts] * n)
     return Series(steps, values, stamps)
+
+
+def unpack_values(data: bytes) -> list[Value]:
+    """Only the values of a packed series (what ``get_metrics`` needs): skips steps and times."""
+    values: list[Value] = []
+    for kind, mode, n, _, _, _, offset in _chunks(data):
+        steps = {b"a": 0, b"d": 4 * n, b"q": 8 * n}[mode]
+        values.extend(_values(data, offset + steps, kind, n))
+    return values
 
 
 def _values(data: bytes, offset: int, kind: bytes, n: int) -> list[Value]:

@@ -16,7 +16,7 @@ from typing import Any, cast
 import msgpack
 import redis.asyncio as aioredis
 
-from runstream.collector.records import Series, unpack_series
+from runstream.collector.records import Series, unpack_series, unpack_values
 from runstream.events import Value
 from runstream.keys import Keys
 
@@ -71,13 +71,17 @@ class RecordReader:
         ids = cast("list[bytes]", await self.client.zrevrange(self.keys.experiment_runs(experiment), 0, -1))
         return [i.decode() for i in ids]
 
-    async def series(self, run_id: str, name: str) -> Series:
-        """A metric's packed series, decoded (steps, values, times)."""
+    async def packed(self, run_id: str, name: str) -> bytes:
+        """A metric's packed series as stored (sealed chunks, then the tail)."""
         async with self.client.pipeline(transaction=False) as pipe:
             _ = pipe.lrange(self.keys.metric_series(run_id, name), 0, -1)
             _ = pipe.get(self.keys.metric_tail(run_id, name))
             sealed, tail = await pipe.execute()
-        return unpack_series(b"".join(cast("list[bytes]", sealed)) + (cast("bytes | None", tail) or b""))
+        return b"".join(cast("list[bytes]", sealed)) + (cast("bytes | None", tail) or b"")
+
+    async def series(self, run_id: str, name: str) -> Series:
+        """A metric's packed series, decoded (steps, values, times)."""
+        return unpack_series(await self.packed(run_id, name))
 
     async def metrics(self, run_id: str, name: str | None = None) -> dict[str, MetricValue]:
         """Every metric (or the one named) in the shape of DESIGN §2's table."""
@@ -90,7 +94,7 @@ class RecordReader:
 
     async def _metric(self, run_id: str, name: str, kind: str) -> MetricValue:
         if kind in ("series", "list"):
-            points = (await self.series(run_id, name)).values
+            points = unpack_values(await self.packed(run_id, name))
             return points[0] if kind == "series" and len(points) == 1 else points
         items = cast("list[bytes]", await self.client.lrange(self.keys.metric_values(run_id, name), 0, -1))
         if kind == "image":
