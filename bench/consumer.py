@@ -24,6 +24,7 @@ import threading
 import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from typing import cast
 
 import redis
 
@@ -75,11 +76,11 @@ def raw_latency(url: str, samples: int) -> list[float]:
 
     def follow() -> None:
         client = redis.Redis.from_url(url)
-        last = "$"
+        last: bytes | str = "$"
         ready.set()
         while len(received) < samples:
             reply = client.xread({"bench:raw-latency": last}, block=1000)
-            for _, entries in reply or []:
+            for _, entries in cast("list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]", reply or []):
                 for entry_id, fields in entries:
                     received.append(time.time() - float(fields[b"t"]))
                     last = entry_id
