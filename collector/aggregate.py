@@ -21,6 +21,7 @@ import msgpack
 
 from runstream.codec import Batch, encode_payload
 from runstream.collector.records import pack_chunk
+from runstream.errors import DecodeError
 from runstream.events import (
     TERMINAL_STATUSES,
     Event,
@@ -50,7 +51,7 @@ OUTPUT_MAXLEN: Final = 100_000
 
 Arg = bytes | str | int | float
 #: A follow-up command on a workspace index: ("SADD", key, member),
-#: ("ZADD", key, score, member, "NX" or "XX") or ("ZREM", key, member).
+#: ("ZADD", key, "NX" or "XX", score, member) or ("ZREM", key, member).
 Command = tuple[str, ...]
 
 
@@ -147,14 +148,28 @@ def _fold(b: _Builder, event: Event) -> None:  # noqa: C901  # one arm per event
 
 
 def _compact(events: Iterable[Event]) -> list[Event]:
-    """The events as a live update: no heartbeats, newest LIVE_POINTS points per metric."""
+    """The events as a live update: no heartbeats, newest LIVE_POINTS points per metric.
+
+    The budget is per metric over the whole batch (newest first), not per event: a
+    batch may hold many events of one metric, when other events come between its points.
+    """
     compact: list[Event] = []
-    for event in events:
+    room: dict[str, int] = {}
+    for event in reversed(list(events)):
         if isinstance(event, HeartbeatSent):
             continue
-        if isinstance(event, MetricsLogged) and len(event.values) > LIVE_POINTS:
-            event = MetricsLogged(event.name, event.steps[-LIVE_POINTS:], event.values[-LIVE_POINTS:], event.timestamp)
+        if isinstance(event, MetricsLogged | ListLogged):
+            left = room.get(event.name, LIVE_POINTS)
+            if not left:
+                continue
+            room[event.name] = left - min(left, len(event.values))
+            if len(event.values) > left:
+                if isinstance(event, MetricsLogged):
+                    event = MetricsLogged(event.name, event.steps[-left:], event.values[-left:], event.timestamp)
+                else:
+                    event = ListLogged(event.name, event.values[-left:], event.timestamp)
         compact.append(event)
+    compact.reverse()
     return compact
 
 
@@ -164,7 +179,12 @@ def plan(batch: Batch, keys: Keys, *, producer: str | None = None, now: float | 
     Args:
         producer: overrides the batch's producer; ``""`` applies without a seq check.
         now: the collector's time, scoring runs in the live-run index (default: event times).
+
+    Raises:
+        DecodeError: the batch names no producer: ``""`` would skip the seq check.
     """
+    if producer is None and not batch.producer:
+        raise DecodeError("empty producer id")
     builder = _Builder(keys, batch.run_id, now)
     for event in batch.events:
         _fold(builder, event)

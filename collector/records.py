@@ -174,7 +174,7 @@ def unpack_values(data: bytes) -> list[Value]:
     """Only the values of a packed series (what ``get_metrics`` needs): skips steps and times."""
     values: list[Value] = []
     for kind, mode, n, _, _, _, offset in _chunks(data):
-        steps = {b"a": 0, b"d": 4 * n, b"q": 8 * n}[mode]
+        steps = {b"a": 0, b"d": 4 * n, b"q": 8 * n, b"u": 8 * n}[mode]
         values.extend(_values(data, offset + steps, kind, n))
     return values
 

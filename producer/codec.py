@@ -128,6 +128,8 @@ def decode_entry(fields: Mapping[bytes, bytes]) -> Batch:
         raise DecodeError(f"unknown wire version {version!r}")
     run_id = _ascii(fields, b"r")
     producer = _ascii(fields, b"p")
+    if not run_id or not producer:  # "" is the collector's own producer id (no seq check)
+        raise DecodeError("run id and producer id must not be empty")
     seq_text = _ascii(fields, b"q")
     # ASCII digits only (str.isdigit() takes "²", which int() refuses) and within Redis's
     # signed 64-bit integers (int() also refuses over 4300 digits).

@@ -7,7 +7,6 @@ from collections.abc import Callable
 import redis
 
 from runstream import Experiment
-
 from tests.conftest import CollectorThread, read_series, wait_until
 
 
