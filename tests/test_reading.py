@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis
 
 from runstream import Experiment, Run
+from runstream.codec import Batch, encode_batch
 from runstream.connection import connect
 from runstream.consumer.reader import RecordNotReadyError
 from runstream.consumer.subscribe import Update, subscribe
 from runstream.consumer.wait import RunFailedError
-from runstream.events import MetricsLogged, StatusChanged
+from runstream.events import MetricsLogged, OutputLogged, StatusChanged
 from tests.conftest import CollectorThread, make_workspace
 
 
@@ -186,3 +189,51 @@ class TestSubscribe:
         assert list(range(8)) == values
         assert isinstance(rest[-1], Update)
         assert isinstance(rest[-1].event, StatusChanged)
+
+
+class TestSubscribersAtAnyTime:
+    """Subscribers started before, during and after a run each see every update once, in order."""
+
+    async def test_before_during_after(self, collected: Experiment) -> None:
+        workspace = collected.workspace
+        run = collected.start_logging()
+        run.get_status()  # the record exists
+
+        async def follow() -> list[Update]:
+            async with connect(workspace.settings.redis_url) as client:
+                return [u async for u in subscribe(client, workspace.keys, run.id) if isinstance(u, Update)]
+
+        before = asyncio.create_task(follow())
+        for i in range(300):
+            run.log("x", i)
+            if i % 50 == 0:
+                await run.aflush()
+        during = asyncio.create_task(follow())
+        for i in range(300, 600):
+            run.log("x", i)
+        await asyncio.to_thread(run.complete)
+        after = await follow()
+
+        seen = [await before, await during, after]
+        for updates in seen:
+            values = [v for u in updates if isinstance(u.event, MetricsLogged) for v in u.event.values]
+            ids = [u.id for u in updates]
+            assert list(range(600)) == values
+            assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
+            assert isinstance(updates[-1].event, StatusChanged)
+
+
+class TestShowOutput:
+    """``wait_for_completion(show_output=True)`` prints the run's output lines in order."""
+
+    def test_lines_in_order(self, collected: Experiment, capsys: pytest.CaptureFixture[str]) -> None:
+        run = collected.start_logging()
+        producer = Batch(run.id, "output-capture", 1, [OutputLogged("stdout", [f"line {i}" for i in range(5)], 1.0)])
+        client = redis.Redis.from_url(collected.workspace.settings.redis_url)
+        client.xadd(collected.workspace.keys.ingest_for(run.id), dict(encode_batch(producer)))  # type: ignore[arg-type]  # redis-py's field types
+        client.close()
+        run.complete()
+
+        Run(collected, run.id).wait_for_completion(show_output=True, timeout=30)
+
+        assert [f"line {i}" for i in range(5)] == capsys.readouterr().out.splitlines()
