@@ -34,6 +34,7 @@ import redis
 
 from runstream import Experiment, Workspace, logger_stats
 from runstream._batcher import build_batches
+from runstream.logconfig import configure_logging
 from runstream.redis_server import RedisServer
 
 
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", type=Path, default=Path("bench/results/producer.json"))
     args = parser.parse_args(argv)
+    configure_logging(level="error")  # no collector runs here: its absence is expected
     n, repeats = args.points, args.repeats
 
     with TemporaryDirectory() as tmp, RedisServer() as server:
