@@ -12,6 +12,11 @@ Beside the shard tasks: a sweeper marks runs Failed ("heartbeat lost") when thei
 heartbeats stop, and a reporter publishes the counters.  ``stop`` ends every loop
 after the batch in hand; leases are then released so another collector takes over
 at once.
+
+Collectors share the shards fairly: each publishes its counters (owned shards
+included) every ``lease_ttl / 3``, and one holding more than its share (shards
+divided by the collectors that published within two lease TTLs) while another
+holds fewer yields a shard, between two batches, for that one to take.
 """
 
 from __future__ import annotations
@@ -30,13 +35,14 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import NoScriptError, ResponseError
 from redis.typing import EncodableT, FieldT
+from structlog.typing import FilteringBoundLogger as BoundLogger
 
 from runstream.codec import Batch, decode_entry
 from runstream.collector.aggregate import Plan, plan
 from runstream.collector.leases import Leases
 from runstream.config import Settings
 from runstream.errors import DecodeError
-from runstream.events import StatusChanged
+from runstream.events import TERMINAL_STATUSES, StatusChanged
 from runstream.keys import INGEST_GROUP, Keys
 
 __all__ = ["Collector", "CollectorSettings", "CollectorStats"]
@@ -47,6 +53,8 @@ DEADLETTER_MAXLEN: Final = 100_000
 _log = structlog.get_logger("runstream.collector")
 
 Entry = tuple[bytes, dict[bytes, bytes] | None]
+#: An entry to dead-letter: its id, its fields and the reason.
+_Dead = tuple[bytes, dict[bytes, bytes], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +68,8 @@ class CollectorSettings:
         block: seconds one XREADGROUP waits (shorter than the socket timeout).
         count: entries read per call.
         heartbeat_timeout: seconds without heartbeat before a run is marked Failed.
-        stats_interval: seconds between two published counter reports.
+        stats_interval: seconds between two logged counter reports (Redis gets them every
+            ``lease_ttl / 3``: they also tell the other collectors this one is alive).
         trim_interval: seconds between two trims of a shard.
     """
 
@@ -100,6 +109,8 @@ class Collector:
         self._leases = Leases(client, settings.reader, int(settings.lease_ttl * 1000))
         self._apply = client.register_script(APPLY_LUA)
         self._caught_up: set[int] = set()  # owned shards whose last read found no backlog
+        self._share = self.keys.shards  # shards to keep while another collector has fewer (_balance)
+        self._wanted = False  # whether a live collector holds fewer than its share
         self._log = _log.bind(reader=settings.reader, workspace=self.keys.workspace)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -125,15 +136,7 @@ class Collector:
             while not stop.is_set():
                 now = time.monotonic()
                 if now >= renew_at:
-                    held = await self._leases.acquire(lease)
-                    renew_at = now + self.settings.lease_ttl / 3
-                    if held and not owned:
-                        log.info("shard_acquired")
-                        await self._take_over(stream)
-                    elif owned and not held:
-                        log.warning("shard_lost")
-                    owned = held
-                    self._set_owned(shard, owned)
+                    owned, renew_at = await self._check_lease(shard, owned, now, log)
                 if not owned:
                     await _wait(stop, self.settings.lease_ttl / 3)
                     continue
@@ -149,6 +152,23 @@ class Collector:
                 await self._leases.release(lease)
                 log.info("shard_released")
 
+    async def _check_lease(self, shard: int, owned: bool, now: float, log: BoundLogger) -> tuple[bool, float]:
+        """Renew, take or yield the shard's lease: whether we own it now, and when to look again."""
+        lease, period = self.keys.ingest_lease(shard), self.settings.lease_ttl / 3
+        if owned and self._wanted and len(self.stats.shards) > self._share:
+            self._set_owned(shard, False)  # before the await, so that sibling shards do not yield too
+            await self._leases.release(lease)
+            log.info("shard_yielded", share=self._share)
+            return False, now + 2 * period  # sit out one look: a collector below its share takes it
+        held = await self._leases.acquire(lease)
+        self._set_owned(shard, held)
+        if held and not owned:
+            log.info("shard_acquired")
+            await self._take_over(self.keys.ingest(shard))
+        elif owned and not held:
+            log.warning("shard_lost")
+        return held, now + period
+
     def _set_owned(self, shard: int, owned: bool) -> None:
         shards = set(self.stats.shards)
         (shards.add if owned else shards.discard)(shard)
@@ -157,7 +177,9 @@ class Collector:
             self._caught_up.discard(shard)
 
     async def _read(self, stream: str, start: str) -> list[Entry]:
-        block = None if start != ">" else int(self.settings.block * 1000)
+        # A read may outlast neither the socket timeout nor the lease: entries delivered to
+        # us after our lease lapsed could be applied after newer ones another reader took.
+        block = None if start != ">" else max(1, int(min(self.settings.block, self.settings.lease_ttl / 3) * 1000))
         reply = await self.client.xreadgroup(
             INGEST_GROUP, self.settings.reader, {stream: start}, count=self.settings.count, block=block
         )
@@ -185,19 +207,9 @@ class Collector:
     # ---------------------------------------------------------------- applying
 
     async def _process(self, stream: str, entries: list[Entry]) -> None:
-        plans: list[tuple[bytes, Plan]] = []
-        dead: list[tuple[bytes, dict[bytes, bytes], str]] = []
-        done: list[bytes] = []
-        now = time.time()
-        for entry_id, fields in entries:
-            if fields is None:  # trimmed while pending: nothing left to apply
-                done.append(entry_id)
-                continue
-            try:
-                plans.append((entry_id, plan(decode_entry(fields), self.keys, now=now)))
-            except DecodeError as exc:
-                dead.append((entry_id, fields, exc.reason))
-        results = await self._run_scripts([p for _, p in plans])
+        """Apply entries in order, then follow-ups and dead letters, then XACK them all."""
+        plans, dead, done = self._plan(stream, entries)
+        results = await self._run_scripts([p for _, p in plans], [c for _, p in plans for c in p.after])
         pipe = self.client.pipeline(transaction=False)
         for (entry_id, p), result in zip(plans, results, strict=True):
             if isinstance(result, ResponseError):
@@ -207,8 +219,6 @@ class Collector:
             if result == 1:
                 self.stats.applied += 1
                 self.stats.points += p.points
-                for command in p.after:
-                    _ = pipe.execute_command(*command)
             else:
                 self.stats.deduped += 1
         for entry_id, fields, reason in dead:
@@ -224,16 +234,43 @@ class Collector:
         _ = pipe.xack(stream, INGEST_GROUP, *done)
         await pipe.execute()
 
-    async def _run_scripts(self, plans: list[Plan]) -> list[Any]:
-        """EVALSHA each plan in one pipeline; reload the script once if Redis lost it."""
+    def _plan(self, stream: str, entries: list[Entry]) -> tuple[list[tuple[bytes, Plan]], list[_Dead], list[bytes]]:
+        """Decode and fold each entry: plans to apply, entries to dead-letter, entries already done."""
+        plans: list[tuple[bytes, Plan]] = []
+        dead: list[_Dead] = []
+        done: list[bytes] = []
+        now = time.time()
+        for entry_id, fields in entries:
+            if fields is None:  # trimmed while pending: nothing left to apply
+                done.append(entry_id)
+                continue
+            try:
+                plans.append((entry_id, plan(decode_entry(fields), self.keys, now=now)))
+            except DecodeError as exc:
+                dead.append((entry_id, fields, exc.reason))
+            except Exception as exc:  # noqa: BLE001  # one bad entry must not stop the shard: park it, loudly
+                self._log.exception("plan_failed", stream=stream, entry=entry_id.decode())
+                dead.append((entry_id, fields, f"could not be folded: {type(exc).__name__}: {exc}"))
+        return plans, dead, done
+
+    async def _run_scripts(self, plans: list[Plan], follow_ups: list[tuple[Any, ...]]) -> list[Any]:
+        """EVALSHA each plan in one pipeline, after the index follow-ups; the scripts' results.
+
+        The follow-ups (SADD, ZADD, ZREM on workspace indexes, idempotent) go first, so a
+        reader who sees the record already finds the run in the indexes; a replay that
+        re-adds an ended run to the live-run index is undone by the sweeper.  If Redis lost
+        the script, it is loaded again and the whole pipeline rerun (applied seqs skip).
+        """
         if not plans:
             return []
         results: list[Any] = []
         for attempt in range(2):
             pipe = self.client.pipeline(transaction=False)
+            for command in follow_ups:
+                _ = pipe.execute_command(*command)
             for p in plans:
                 _ = pipe.evalsha(self._apply.sha, len(p.keys), *p.keys, *p.args)
-            results = await pipe.execute(raise_on_error=False)
+            results = (await pipe.execute(raise_on_error=False))[len(follow_ups) :]
             if attempt == 1 or not any(isinstance(r, NoScriptError) for r in results):
                 break
             await self.client.script_load(APPLY_LUA)  # Redis restarted empty; applied seqs are skipped on rerun
@@ -241,11 +278,15 @@ class Collector:
 
     async def _trim(self, stream: str) -> None:
         """Drop acked entries: MINID below the oldest pending one (never by length)."""
-        pending = await self.client.xpending(stream, INGEST_GROUP)
+        # One snapshot (MULTI): entries read between the two replies would be pending below
+        # a last-delivered-id read after them, and trimmed.
+        pipe = self.client.pipeline(transaction=True)
+        _ = pipe.xpending(stream, INGEST_GROUP)
+        _ = pipe.xinfo_groups(stream)
+        pending, groups = await pipe.execute()
         if pending["pending"]:
             minid = pending["min"]
         else:
-            groups = await self.client.xinfo_groups(stream)
             mine = [g for g in groups if g["name"] in (INGEST_GROUP, INGEST_GROUP.encode())]
             if not mine:
                 return
@@ -269,6 +310,10 @@ class Collector:
 
     async def _lose(self, run_id: str) -> None:
         now = time.time()
+        status = cast("bytes | None", await self.client.hget(self.keys.meta(run_id), "status"))
+        if status is not None and status.decode() in TERMINAL_STATUSES:  # ended meanwhile (or replayed)
+            await self.client.zrem(self.keys.live_runs(), run_id)
+            return
         batch = Batch(run_id, "", 0, [StatusChanged("Failed", "heartbeat lost", now)])
         p = plan(batch, self.keys, producer="", now=now)
         await self._apply(keys=p.keys, args=p.args)
@@ -282,13 +327,34 @@ class Collector:
         return asdict(self.stats)
 
     async def _report_loop(self, stop: asyncio.Event) -> None:
+        period, log_at = self.settings.lease_ttl / 3, 0.0
         while not stop.is_set():
-            await self.report()
-            await _wait(stop, self.settings.stats_interval)
+            now = time.monotonic()
+            await self.report(log=now >= log_at)
+            log_at = log_at if now < log_at else now + self.settings.stats_interval
+            await self._balance()
+            await _wait(stop, period)
         await self.client.hdel(self.keys.collectors(), self.settings.reader)
 
-    async def report(self) -> CollectorStats:
-        """Refresh the lag per owned shard, publish the counters to Redis and the log."""
+    async def _balance(self) -> None:
+        """Our fair share of the shards, from the counters the live collectors published.
+
+        A collector is live if it published within two lease TTLs (by its clock:
+        collectors' clocks are assumed to agree within a fraction of that).
+        """
+        reports = cast("dict[bytes, bytes]", await self.client.hgetall(self.keys.collectors()))
+        fresh = time.time() - 2 * self.settings.lease_ttl
+        others: list[int] = []
+        for reader, raw in reports.items():
+            with contextlib.suppress(ValueError, TypeError, KeyError):  # not a collector's report
+                report = json.loads(raw)
+                if reader.decode() != self.settings.reader and float(report["updated_at"]) >= fresh:
+                    others.append(len(report["shards"]))
+        self._share = -(-self.keys.shards // (1 + len(others)))
+        self._wanted = any(held < self._share for held in others)
+
+    async def report(self, *, log: bool = True) -> CollectorStats:
+        """Refresh the lag per owned shard, publish the counters to Redis (and the log)."""
         lag: dict[int, int] = {}
         for shard in self.stats.shards:
             groups = await self.client.xinfo_groups(self.keys.ingest(shard))
@@ -299,7 +365,8 @@ class Collector:
         self.stats.updated_at = time.time()
         counters = self._counters()
         await self.client.hset(self.keys.collectors(), self.settings.reader, json.dumps(counters))
-        self._log.info("collector_stats", **counters)
+        if log:
+            self._log.info("collector_stats", **counters)
         return self.stats
 
 

@@ -1,0 +1,212 @@
+"""How fast the collector folds ingest entries into run records, and what a point costs in Redis.
+
+Run: ``python -m bench.collector [--points N] [--repeats R] [--json PATH]``
+
+Starts a private redis-server; for each repeat, in a fresh database:
+
+- fills one run's ingest shard with N scalar points through the real producer
+  (``run.log`` then ``run.complete``: entries of up to 16,384 points);
+- the raw floor: XRANGE of those entries in pages of the collector's read size, and
+  msgpack unpacking of each payload, in points/s: what any Python reader pays before
+  doing anything with the points;
+- apply: one collector, in this process, timed from its start until its
+  ``stats.points`` reaches N, in points/s;
+- memory: bytes per stored point, counted two ways once the collector has stopped:
+  MEMORY USAGE (SAMPLES 0) of the run's record keys, and the growth of INFO
+  ``used_memory`` over the empty database once the acked ingest entries are trimmed
+  away exactly (the collector itself trims approximately, by whole stream nodes).
+
+Prints the median of R repeats (min-max beside it) against the targets (2,000,000
+points/s apply, 16 B/point) and writes the raw figures as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Final, cast
+
+import msgpack
+import redis
+
+from runstream import Experiment, Workspace
+from runstream.collector import Collector, CollectorSettings
+from runstream.connection import connect
+from runstream.keys import INGEST_GROUP
+from runstream.logconfig import configure_logging
+from runstream.redis_server import RedisServer
+
+TARGET_APPLY: Final = 2_000_000.0
+TARGET_BYTES: Final = 16.0
+
+
+@dataclass(frozen=True, slots=True)
+class Repeat:
+    """The figures of one repeat."""
+
+    entries: int
+    fill_s: float
+    raw_points_per_s: float
+    apply_points_per_s: float
+    record_bytes_per_point: float
+    series_bytes_per_point: float
+    used_memory_bytes_per_point: float
+
+
+def fill(workspace: Workspace, n: int) -> str:
+    """Log ``n`` points of one metric through the producer; the run's id once all is in Redis."""
+    run = Experiment(workspace, "bench-collector").start_logging()
+    log = run.log
+    for i in range(n):
+        log("loss", i * 0.5)
+    run.complete(timeout=300)  # no collector is running yet: this only waits for Redis
+    return run.id
+
+
+def raw_floor(client: redis.Redis, stream: str, page_size: int) -> tuple[float, int, int]:
+    """XRANGE the shard in pages of ``page_size`` and unpack each payload: points/s, points and entries seen."""
+    unpackb = msgpack.unpackb
+    points = entries = 0
+    start = time.perf_counter()
+    cursor = "-"
+    while True:
+        page = cast("list[tuple[bytes, dict[bytes, bytes]]]", client.xrange(stream, cursor, "+", count=page_size))
+        for _, fields in page:
+            for event in unpackb(fields[b"b"], raw=False, strict_map_key=True):
+                if event["type"] == "metric":
+                    points += len(event["values"])
+        entries += len(page)
+        if len(page) < page_size:
+            break
+        cursor = "(" + page[-1][0].decode()
+    return points / (time.perf_counter() - start), points, entries
+
+
+async def apply(settings: CollectorSettings, n: int) -> float:
+    """Run one collector until it has applied ``n`` points; points/s from its start."""
+    stop = asyncio.Event()
+    async with connect(settings.workspace.redis_url) as client:
+        collector = Collector(settings, client)
+        async with asyncio.TaskGroup() as tasks:
+            start = time.perf_counter()
+            tasks.create_task(collector.run(stop))
+            while collector.stats.points < n:  # noqa: ASYNC110  # no event to wait on; a 1 ms poll costs ~nothing
+                await asyncio.sleep(0.001)
+            elapsed = time.perf_counter() - start
+            stop.set()
+    return n / elapsed
+
+
+def trim_acked(client: redis.Redis, stream: str) -> None:
+    """Delete every ingest entry once all are acked (exact MINID, unlike the collector's ``~``)."""
+    pending = cast("dict[str, int]", client.xpending(stream, INGEST_GROUP))
+    if pending["pending"]:
+        raise RuntimeError(f"{pending['pending']} entries of {stream} are still pending")
+    last = cast("bytes", client.xinfo_stream(stream)["last-generated-id"]).decode()
+    ms, seq = last.split("-")
+    client.xtrim(stream, minid=f"{ms}-{int(seq) + 1}", approximate=False)
+
+
+def memory_of(client: redis.Redis, workspace: Workspace, run_id: str) -> tuple[int, int]:
+    """Bytes of the run's whole record, and of its ``loss`` series alone (MEMORY USAGE SAMPLES 0)."""
+    keys = workspace.keys
+    prefix = keys.meta(run_id).removesuffix("meta")
+    sizes = {key.decode(): client.memory_usage(key, samples=0) or 0 for key in client.scan_iter(match=prefix + "*")}
+    record = sum(sizes.values())
+    series = sizes.get(keys.metric_series(run_id, "loss"), 0) + sizes.get(keys.metric_tail(run_id, "loss"), 0)
+    return record, series
+
+
+def used_memory(client: redis.Redis) -> int:
+    return int(cast("dict[str, int]", client.info("memory"))["used_memory"])
+
+
+def one_repeat(server: RedisServer, data_dir: Path, n: int, index: int) -> Repeat:
+    """Fill, read raw, collect and weigh one run of ``n`` points in a fresh database."""
+    client = redis.Redis.from_url(server.url)
+    try:
+        client.flushall()
+        workspace = Workspace(f"bench{index}", redis_url=server.url, data_dir=data_dir)
+        settings = CollectorSettings(workspace=workspace.settings, reader="bench", stats_interval=60.0)
+        baseline = used_memory(client)
+        start = time.perf_counter()
+        run_id = fill(workspace, n)
+        fill_s = time.perf_counter() - start
+        stream = workspace.keys.ingest_for(run_id)
+        raw, seen, entries = raw_floor(client, stream, settings.count)
+        if seen != n:
+            raise RuntimeError(f"the ingest shard holds {seen:,} points, not {n:,}")
+        rate = asyncio.run(apply(settings, n))
+        trim_acked(client, stream)
+        record, series = memory_of(client, workspace, run_id)
+        grown = used_memory(client) - baseline
+    finally:
+        client.close()
+    return Repeat(entries, fill_s, raw, rate, record / n, series / n, grown / n)
+
+
+def _fmt(values: list[float], unit: str, digits: int = 0) -> str:
+    median = statistics.median(values)
+    return f"{median:14,.{digits}f} {unit:<9} ({min(values):,.{digits}f} - {max(values):,.{digits}f})"
+
+
+def report(n: int, repeats: list[Repeat]) -> None:
+    """Print the table."""
+    apply_rate = [r.apply_points_per_s for r in repeats]
+    raw = [r.raw_points_per_s for r in repeats]
+    record = [r.record_bytes_per_point for r in repeats]
+    series = [r.series_bytes_per_point for r in repeats]
+    grown = [r.used_memory_bytes_per_point for r in repeats]
+    entries = statistics.median(r.entries for r in repeats)
+    apply_median, raw_median = statistics.median(apply_rate), statistics.median(raw)
+    rows = [
+        ("apply (one collector)", _fmt(apply_rate, "points/s"), f"{apply_median / TARGET_APPLY:.0%} of target 2M/s"),
+        ("raw XRANGE + unpack", _fmt(raw, "points/s"), f"apply runs at {apply_median / raw_median:.0%} of it"),
+        ("record, MEMORY USAGE", _fmt(record, "B/point", 2), f"target {TARGET_BYTES:.0f} B/point"),
+        ("  of which the series", _fmt(series, "B/point", 2), ""),
+        ("used_memory growth", _fmt(grown, "B/point", 2), "ingest trimmed exactly"),
+    ]
+    print(
+        f"runstream collector benchmark: {n:,} points in {entries:,.0f} entries x {len(repeats)} repeats,"
+        f" Python {sys.version.split()[0]}"
+    )
+    for name, figure, note in rows:
+        print(f"  {name:<24} {figure:<52} {note}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--points", type=int, default=1_000_000, help="points per repeat")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", type=Path, default=Path("bench/results/collector.json"))
+    args = parser.parse_args(argv)
+    n, count = args.points, args.repeats
+    configure_logging(json=False, level="error")  # the collector's info lines are not the report
+
+    with TemporaryDirectory() as tmp, RedisServer() as server:
+        repeats = [one_repeat(server, Path(tmp), n, i) for i in range(count)]
+
+    report(n, repeats)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(
+        json.dumps(
+            {
+                "points": n,
+                "targets": {"apply_points_per_s": TARGET_APPLY, "bytes_per_point": TARGET_BYTES},
+                "repeats": [asdict(r) for r in repeats],
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
