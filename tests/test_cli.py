@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 
 import pytest
@@ -10,6 +11,9 @@ from click.testing import CliRunner
 
 from runstream import Experiment
 from runstream.consumer.cli import main
+from runstream.consumer.subscribe import Resynced, Update
+from runstream.consumer.updates import describe, to_json
+from runstream.events import MetricsLogged
 from tests.conftest import CollectorThread
 
 
@@ -106,3 +110,38 @@ class TestTailAndCancel:
 
         assert 0 == result.exit_code, result.output
         assert "Canceled" == run.get_status()
+
+    def test_tail_text(self, cli: Experiment) -> None:
+        with cli.start_logging() as run:
+            for i in range(3):
+                run.log("loss", i * 0.5)
+            run.tag("k", "v")
+            run.fail("nan loss")
+
+        result = CliRunner().invoke(main, ["tail", run.id, "--from-start"])
+
+        lines = result.output.splitlines()
+        assert 0 == result.exit_code, result.output
+        assert lines[0].startswith("run_started ")
+        assert "loss steps 0..2: 3 points, last 1.0" == lines[1]
+        assert "tag tags={'k': 'v'}" == lines[2]
+        assert "status Failed: nan loss" == lines[3]
+
+
+class TestJsonUpdates:
+    """Updates become JSON that any client can parse: no bare NaN or infinities."""
+
+    def test_non_finite_values(self) -> None:
+        update = Update("1-0", MetricsLogged("x", range(3), [math.nan, math.inf, -math.inf], 1.0))
+
+        assert {
+            "id": "1-0",
+            "type": "metric",
+            "name": "x",
+            "steps": [0, 1, 2],
+            "values": ["NaN", "Infinity", "-Infinity"],
+            "timestamp": 1.0,
+        } == to_json(update)
+        assert "x steps 0..2: 3 points, last -inf" == describe(update)
+        assert {"type": "resync", "after": "1-0", "reason": "trimmed"} == to_json(Resynced("1-0", "trimmed"))
+        assert "(resync: trimmed)" == describe(Resynced("1-0", "trimmed"))
