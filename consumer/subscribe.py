@@ -11,7 +11,9 @@ the record, to be read again.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import queue
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
 
@@ -22,7 +24,7 @@ from runstream.errors import DecodeError
 from runstream.events import TERMINAL_STATUSES, Event, StatusChanged
 from runstream.keys import Keys
 
-__all__ = ["Resynced", "Update", "subscribe"]
+__all__ = ["Resynced", "Update", "follow_sync", "subscribe"]
 
 #: Milliseconds one XREAD waits (shorter than the client's socket timeout).
 BLOCK_MS: Final = 1000
@@ -50,19 +52,31 @@ def _id_tuple(entry_id: str) -> tuple[int, int]:
 
 
 async def _missed(client: aioredis.Redis, live: str, after: str) -> bool:
-    """Whether entries after ``after`` have been trimmed off the stream."""
+    """Whether entries after ``after`` may have been trimmed off the stream.
+
+    Errs on the side of a resync (harmless: the record is read again) where Redis
+    cannot tell whether the trimmed entries came after ``after``.
+    """
     try:
         info = cast("dict[bytes | str, Any]", await client.xinfo_stream(live))
     except aioredis.ResponseError:  # no stream yet: nothing to miss
         return False
-    deleted = info.get("max-deleted-entry-id") or info.get(b"max-deleted-entry-id")
-    if deleted is not None:  # Redis 7: exact
-        text = deleted.decode() if isinstance(deleted, bytes) else str(deleted)
-        return _id_tuple(text) > _id_tuple(after)
-    first = info.get("first-entry") or info.get(b"first-entry")
-    if first is None or after == "0-0":  # Redis 6.2, reading from the start: nothing known to be missed
-        return False
-    return _id_tuple(first[0].decode()) > _id_tuple(after)
+
+    def field(name: str) -> Any:
+        return info.get(name, info.get(name.encode()))
+
+    deleted = field("max-deleted-entry-id")  # Redis 7: XDEL'd entries
+    if deleted is not None and _id_tuple(_text(deleted)) > _id_tuple(after):
+        return True
+    if after == "0-0":  # from the start: anything removed from the head was missed
+        added = field("entries-added")  # Redis 7
+        return added is not None and int(added) > int(field("length"))
+    first = field("first-entry")
+    return first is not None and _id_tuple(_text(first[0])) > _id_tuple(after)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 async def subscribe(
@@ -100,3 +114,34 @@ async def subscribe(
                     yield Update(last, event)
                     if until_final and isinstance(event, StatusChanged) and event.status in TERMINAL_STATUSES:
                         return
+
+
+def follow_sync(
+    updates: Callable[[], AsyncIterator[Update | Resynced]], loop: asyncio.AbstractEventLoop, *, bound: int = 1024
+) -> Iterator[Update | Resynced]:
+    """Iterate an async update stream from synchronous code.
+
+    The async iterator runs on ``loop`` (another thread's); items cross over through a
+    bounded queue.  Leaving the ``for`` loop early (break, exception) stops it.
+    """
+    items: queue.Queue[Update | Resynced | BaseException | None] = queue.Queue(maxsize=bound)
+
+    async def pump() -> None:
+        try:
+            async for item in updates():
+                await asyncio.to_thread(items.put, item)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001  # handed to the consuming thread, raised there
+            items.put(exc)
+            return
+        items.put(None)
+
+    future = asyncio.run_coroutine_threadsafe(pump(), loop)
+    try:
+        while (item := items.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        future.cancel()

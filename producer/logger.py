@@ -279,6 +279,12 @@ class EventLogger:
             for channel in self._channels.values():
                 await channel.aclose()
 
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The logger thread's event loop (started if need be), for work run from other threads."""
+        self._ensure_started()
+        assert self._loop is not None  # noqa: S101  # set by _ensure_started
+        return self._loop
+
     def call(self, factory: Callable[[], Coroutine[Any, Any, T]], timeout: float | None = None) -> T:
         """Run a coroutine on the logger's loop from another thread and return its result."""
         self._ensure_started()

@@ -16,7 +16,7 @@ import secrets
 import sys
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, Self, TypeVar
@@ -58,6 +58,7 @@ from runstream.workspace import Workspace
 if TYPE_CHECKING:
     from runstream.consumer.reader import MetricValue as RecordMetricValue
     from runstream.consumer.reader import RecordReader
+    from runstream.consumer.subscribe import Resynced, Update
     from runstream.experiment import Experiment
 
 T = TypeVar("T")
@@ -402,6 +403,25 @@ class Run:
             details = await wait_for_completion(client, workspace.keys, self.id, show_output=show_output)
         self.status = details["status"]
         return details
+
+    def subscribe(self, start: str = "beginning", until_final: bool = True) -> Iterator[Update | Resynced]:
+        """The run's updates as the collector applies them (a blocking iterator).
+
+        Args:
+            start: "beginning", "now", or the id of the last update seen (to resume).
+            until_final: stop after the update that ends the run.
+        """
+        from runstream.consumer.subscribe import follow_sync, subscribe  # lazy: DESIGN §1
+
+        workspace = self._require_experiment().workspace
+        logger = get_logger()
+
+        async def updates() -> AsyncIterator[Update | Resynced]:
+            async with connect(workspace.settings.redis_url) as client:
+                async for item in subscribe(client, workspace.keys, self.id, start=start, until_final=until_final):
+                    yield item
+
+        return follow_sync(updates, logger.loop())
 
     def _require_experiment(self) -> Experiment:
         if self.experiment is None:

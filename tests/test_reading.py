@@ -14,7 +14,7 @@ from runstream import Experiment, Run
 from runstream.codec import Batch, encode_batch
 from runstream.connection import connect
 from runstream.consumer.reader import RecordNotReadyError
-from runstream.consumer.subscribe import Update, subscribe
+from runstream.consumer.subscribe import Resynced, Update, subscribe
 from runstream.consumer.wait import RunFailedError
 from runstream.events import MetricsLogged, OutputLogged, StatusChanged
 from tests.conftest import CollectorThread, make_workspace
@@ -237,3 +237,56 @@ class TestShowOutput:
         Run(collected, run.id).wait_for_completion(show_output=True, timeout=30)
 
         assert [f"line {i}" for i in range(5)] == capsys.readouterr().out.splitlines()
+
+
+class TestSyncSubscribe:
+    """``run.subscribe()`` is the same stream for code without asyncio."""
+
+    def test_blocking_iterator(self, collected: Experiment) -> None:
+        run = collected.start_logging()
+        run.log("ω loss", 1.5)
+        run.complete()
+
+        events = [u.event for u in Run(collected, run.id).subscribe() if isinstance(u, Update)]
+
+        assert ["run_started", "metric", "status"] == [e.TYPE for e in events]
+        assert isinstance(events[1], MetricsLogged)
+        assert ("ω loss", [1.5]) == (events[1].name, events[1].values)
+        assert {"ω loss": 1.5} == run.get_metrics()
+
+    def test_leaving_early(self, collected: Experiment) -> None:
+        run = collected.start_logging()
+        run.log("x", 1)
+        run.get_status()
+
+        for update in Run(collected, run.id).subscribe(until_final=False):
+            assert isinstance(update, Update)
+            break
+        run.complete()
+
+        assert "Completed" == run.get_status()
+
+
+class TestFellBehind:
+    """A subscriber resuming from a point trimmed off the live stream is told to resync."""
+
+    async def test_resync_notice(self, collected: Experiment) -> None:
+        workspace = collected.workspace
+        run = collected.start_logging()
+        for i in range(3):
+            run.log("x", i)
+            run.flush()
+        run.get_status()
+        async with connect(workspace.settings.redis_url) as client:
+            first: list[Update] = []
+            async for item in subscribe(client, workspace.keys, run.id):
+                assert isinstance(item, Update)
+                first.append(item)
+                break
+            await client.xtrim(workspace.keys.live(run.id), maxlen=1, approximate=False)
+            run.complete()
+            resumed = [i async for i in subscribe(client, workspace.keys, run.id, start=first[0].id)]
+
+        assert isinstance(resumed[0], Resynced)
+        assert isinstance(resumed[-1], Update)
+        assert isinstance(resumed[-1].event, StatusChanged)
