@@ -46,7 +46,7 @@ import msgpack
 
 from runstream.events import Value
 
-__all__ = ["HEADER", "KINDS", "Series", "pack_chunk", "unpack_series", "unpack_values"]
+__all__ = ["HEADER", "KINDS", "STEP_BYTES", "Series", "iter_chunks", "pack_chunk", "unpack_series", "unpack_values"]
 
 #: How a metric was logged: "series" (only ``log``), "list" (``log_list``, maybe
 #: mixed with ``log``: always read as a list), "table" (``log_row``/``log_table``),
@@ -55,6 +55,8 @@ KINDS: Final = ("series", "list", "table", "image")
 Kind = Literal["series", "list", "table", "image"]
 
 HEADER: Final = struct.Struct("<ccIdqq")
+#: Bytes of step data per point, by step mode.
+STEP_BYTES: Final = {b"a": 0, b"d": 4, b"q": 8, b"u": 8}
 _INT32: Final = (-(2**31), 2**31 - 1)
 _INT64: Final = (-(2**63), 2**63 - 1)
 
@@ -127,7 +129,8 @@ def _pack_one(steps: Sequence[int], values: Sequence[Value], ts: float) -> bytes
     return HEADER.pack(kind, mode, n, ts, step0, stride) + step_bytes + value_bytes
 
 
-def _chunks(data: bytes) -> Iterator[tuple[bytes, bytes, int, float, int, int, int]]:
+def iter_chunks(data: bytes) -> Iterator[tuple[bytes, bytes, int, float, int, int, int]]:
+    """Each chunk's header fields (kind, step mode, n, ts, step0, stride) and body offset."""
     offset = 0
     while offset < len(data):
         kind, mode, n, ts, step0, stride = HEADER.unpack_from(data, offset)
@@ -136,7 +139,7 @@ def _chunks(data: bytes) -> Iterator[tuple[bytes, bytes, int, float, int, int, i
 
 
 def _body_size(data: bytes, offset: int, kind: bytes, mode: bytes, n: int) -> int:
-    steps = {b"a": 0, b"d": 4 * n, b"q": 8 * n, b"u": 8 * n}[mode]
+    steps = STEP_BYTES[mode] * n
     if kind == b"s":
         (length,) = struct.unpack_from("<I", data, offset + steps)
         return steps + 4 + int(length)
@@ -148,7 +151,7 @@ def unpack_series(data: bytes) -> Series:
     steps: list[int] = []
     values: list[Value] = []
     stamps: list[float] = []
-    for kind, mode, n, ts, step0, stride, offset in _chunks(data):
+    for kind, mode, n, ts, step0, stride, offset in iter_chunks(data):
         if mode == b"a":
             steps.extend(range(step0, step0 + n * stride, stride) if stride else [step0] * n)
             offset_values = offset
@@ -173,8 +176,8 @@ def unpack_series(data: bytes) -> Series:
 def unpack_values(data: bytes) -> list[Value]:
     """Only the values of a packed series (what ``get_metrics`` needs): skips steps and times."""
     values: list[Value] = []
-    for kind, mode, n, _, _, _, offset in _chunks(data):
-        steps = {b"a": 0, b"d": 4 * n, b"q": 8 * n, b"u": 8 * n}[mode]
+    for kind, mode, n, _, _, _, offset in iter_chunks(data):
+        steps = STEP_BYTES[mode] * n
         values.extend(_values(data, offset + steps, kind, n))
     return values
 

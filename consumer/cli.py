@@ -23,3 +23,15 @@ def main() -> None:
 
 for command in (collector_command, runs_command, show_command, tail_command, wait_command, cancel_command):
     main.add_command(command)
+
+
+@main.command("serve", context_settings={"ignore_unknown_options": True}, add_help_option=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def serve(args: tuple[str, ...]) -> None:
+    """Serve the REST API, live updates and the web pages (needs the `server` extra)."""
+    try:
+        from runstream.consumer.server import serve_command  # aiohttp only when serving
+    except ImportError as exc:
+        message = f"runstream serve needs the server extra: pip install 'runstream[server]' ({exc})"
+        raise click.ClickException(message) from exc
+    serve_command.main(list(args), prog_name="runstream serve", standalone_mode=True)

@@ -20,7 +20,14 @@ from runstream.collector.records import Series, unpack_series, unpack_values
 from runstream.events import Value
 from runstream.keys import Keys
 
-__all__ = ["MetricValue", "RecordNotReadyError", "RecordReader", "collectors_alive", "wait_applied"]
+__all__ = [
+    "MetricValue",
+    "RecordNotReadyError",
+    "RecordReader",
+    "collectors_alive",
+    "unpack_values",
+    "wait_applied",
+]
 
 #: One metric as ``get_metrics`` returns it (see the table in DESIGN §2).
 MetricValue = Value | list[Value] | dict[str, list[Value]] | str | list[str]
@@ -61,6 +68,49 @@ class RecordReader:
     async def applied_seq(self, run_id: str, producer: str) -> int:
         raw = cast("bytes | None", await self.client.hget(self.keys.applied(run_id), producer))
         return int(raw) if raw else 0
+
+    async def metric_index(self, run_id: str) -> dict[str, dict[str, Any]]:
+        """Each metric's kind and how many points (rows, images) it holds."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            _ = pipe.hgetall(self.keys.metric_index(run_id))
+            _ = pipe.hgetall(self.keys.metric_counts(run_id))
+            kinds, counts = await pipe.execute()
+        counted = _text(cast("dict[bytes, bytes]", counts))
+        return {
+            name: {"kind": kind, "count": int(counted.get(name, 0))}
+            for name, kind in sorted(_text(cast("dict[bytes, bytes]", kinds)).items())
+        }
+
+    async def last_value(self, run_id: str, name: str) -> Value | None:
+        """The newest point of a series, reading only its newest chunks."""
+        tail = cast("bytes | None", await self.client.get(self.keys.metric_tail(run_id, name)))
+        if not tail:
+            tail = cast("bytes | None", await self.client.lindex(self.keys.metric_series(run_id, name), -1))
+        values = unpack_values(tail) if tail else []
+        return values[-1] if values else None
+
+    async def run_count(self, experiment: str) -> int:
+        return int(await self.client.zcard(self.keys.experiment_runs(experiment)))
+
+    async def live_id(self, run_id: str) -> str:
+        """The id of the newest live update ("0-0" if none): follow the run from here."""
+        newest = cast("list[tuple[bytes, Any]]", await self.client.xrevrange(self.keys.live(run_id), count=1))
+        return newest[0][0].decode() if newest else "0-0"
+
+    async def output(self, run_id: str, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` output lines, oldest first."""
+        entries = cast(
+            "list[tuple[bytes, dict[bytes, bytes]]]", await self.client.xrevrange(self.keys.output(run_id), count=limit)
+        )
+        return [
+            {
+                "id": entry_id.decode(),
+                "stream": fields[b"s"].decode(),
+                "line": fields[b"l"].decode(errors="replace"),
+                "time": float(fields[b"t"]),
+            }
+            for entry_id, fields in reversed(entries)
+        ]
 
     async def experiments(self) -> list[str]:
         members = cast("set[bytes]", await self.client.smembers(self.keys.experiments()))

@@ -9,17 +9,17 @@ from typing import Any
 from runstream.consumer.subscribe import Resynced, Update
 from runstream.events import Event, MetricsLogged, OutputLogged, StatusChanged
 
-__all__ = ["describe", "to_json"]
+__all__ = ["describe", "json_value", "to_json"]
 
 
-def _json_value(value: Any) -> Any:
+def json_value(value: Any) -> Any:
     """JSON has no NaN or infinities: they travel as the strings "NaN", "Infinity", "-Infinity"."""
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, list | range):
-        return [_json_value(v) for v in value]
+        return [json_value(v) for v in value]
     if isinstance(value, dict):
-        return {k: _json_value(v) for k, v in value.items()}
+        return {k: json_value(v) for k, v in value.items()}
     return value
 
 
@@ -28,7 +28,7 @@ def to_json(item: Update | Resynced) -> dict[str, Any]:
     if isinstance(item, Resynced):
         return {"type": "resync", "after": item.after, "reason": item.reason}
     event: Event = item.event
-    body = {f.name: _json_value(getattr(event, f.name)) for f in fields(event)}
+    body = {f.name: json_value(getattr(event, f.name)) for f in fields(event)}
     return {"id": item.id, "type": event.TYPE, **body}
 
 

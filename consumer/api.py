@@ -1,0 +1,278 @@
+"""REST handlers under ``/api/v1/``: experiments, runs, metrics, files, output, cancel.
+
+Each handler reads the run records through :class:`~.reader.RecordReader`; JSON
+never carries a bare NaN or infinity (they travel as "NaN", "Infinity", "-Infinity").
+The route table :data:`ROUTES` is also the source of the OpenAPI document, so the
+two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+from runstream import Experiment, Run, Workspace
+from runstream.artifacts import LocalArtifactStore
+from runstream.consumer.downsample import downsample_indices, series_arrays
+from runstream.consumer.reader import RecordReader, unpack_values
+from runstream.consumer.state import READER, SETTINGS, STORE
+from runstream.consumer.updates import json_value
+from runstream.errors import InvalidNameError
+from runstream.validation import check_file_name
+
+__all__ = ["ROUTES", "Route"]
+
+MAX_POINTS_DEFAULT = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One API route: what aiohttp serves and what the OpenAPI document says of it."""
+
+    method: str
+    path: str
+    handler: Any
+    summary: str
+    params: tuple[str, ...] = ()
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(json_value(data), status=status)
+
+
+async def _require_run(reader: RecordReader, run_id: str) -> dict[str, str]:
+    meta = await reader.meta(run_id)
+    if not meta:
+        raise web.HTTPNotFound(reason=f"no run {run_id!r}")
+    return meta
+
+
+def _float(text: str | None) -> float | None:
+    return float(text) if text else None
+
+
+async def _summary(reader: RecordReader, run_id: str) -> dict[str, Any]:
+    meta, tags, index = await asyncio.gather(reader.meta(run_id), reader.tags(run_id), reader.metric_index(run_id))
+    last: dict[str, Any] = {}
+    for name, info in index.items():
+        if info["kind"] in ("series", "list"):
+            last[name] = await reader.last_value(run_id, name)
+    return {
+        "id": run_id,
+        "experiment": meta.get("experiment"),
+        "display_name": meta.get("display_name"),
+        "status": meta.get("status"),
+        "created_at": _float(meta.get("created_at")),
+        "started_at": _float(meta.get("started_at")),
+        "ended_at": _float(meta.get("ended_at")),
+        "tags": tags,
+        "metrics": last,
+    }
+
+
+async def list_experiments(request: web.Request) -> web.Response:
+    reader = request.app[READER]
+    names = await reader.experiments()
+    counts = await asyncio.gather(*(reader.run_count(n) for n in names))
+    return _json({"experiments": [{"name": n, "runs": c} for n, c in zip(names, counts, strict=True)]})
+
+
+async def list_runs(request: web.Request) -> web.Response:
+    reader = request.app[READER]
+    query = request.query
+    experiments = [query["experiment"]] if "experiment" in query else await reader.experiments()
+    ids = [run_id for name in experiments for run_id in await reader.runs(name)]
+    runs = [await _summary(reader, run_id) for run_id in ids]
+    if "status" in query:
+        runs = [r for r in runs if r["status"] == query["status"]]
+    if "tag" in query:
+        key, _, value = query["tag"].partition("=")
+        runs = [r for r in runs if key in r["tags"] and (not value or r["tags"][key] == value)]
+    runs.sort(key=lambda r: r["created_at"] or 0, reverse=True)
+    return _json({"runs": runs})
+
+
+async def run_details(request: web.Request) -> web.Response:
+    reader, run_id = request.app[READER], request.match_info["run_id"]
+    meta = await _require_run(reader, run_id)
+    properties, tags, files, children, index, live_id = await asyncio.gather(
+        reader.properties(run_id),
+        reader.tags(run_id),
+        reader.files(run_id),
+        reader.children(run_id),
+        reader.metric_index(run_id),
+        reader.live_id(run_id),
+    )
+    return _json(
+        {
+            "id": run_id,
+            "experiment": meta.get("experiment"),
+            "display_name": meta.get("display_name"),
+            "status": meta.get("status"),
+            "parent_id": meta.get("parent_id"),
+            "created_at": _float(meta.get("created_at")),
+            "started_at": _float(meta.get("started_at")),
+            "ended_at": _float(meta.get("ended_at")),
+            "error": meta.get("error"),
+            "properties": properties,
+            "tags": tags,
+            "files": [{"name": n, "size": f.get("size"), "sha256": f.get("sha256")} for n, f in files.items()],
+            "children": children,
+            "metrics": index,
+            "live_id": live_id,
+        }
+    )
+
+
+async def run_metrics(request: web.Request) -> web.Response:
+    reader, run_id = request.app[READER], request.match_info["run_id"]
+    await _require_run(reader, run_id)
+    return _json({"metrics": await reader.metric_index(run_id)})
+
+
+def _int_param(request: web.Request, name: str, default: int | None) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(reason=f"{name} must be an integer, not {raw!r}") from None
+
+
+async def metric_series(request: web.Request) -> web.Response:
+    reader, run_id, name = request.app[READER], request.match_info["run_id"], request.match_info["name"]
+    await _require_run(reader, run_id)
+    index = await reader.metric_index(run_id)
+    if name not in index:
+        raise web.HTTPNotFound(reason=f"run {run_id} has no metric {name!r}")
+    kind = index[name]["kind"]
+    if kind not in ("series", "list"):
+        return _json({"name": name, "kind": kind, **(await _structured(reader, run_id, name, kind))})
+    max_points = _int_param(request, "max_points", MAX_POINTS_DEFAULT) or MAX_POINTS_DEFAULT
+    start, end = _int_param(request, "start", None), _int_param(request, "end", None)
+    packed = await reader.packed(run_id, name)
+    arrays = series_arrays(packed)
+    if arrays is None:  # text values: the newest points, as they are
+        texts = unpack_values(packed)
+        return _json(
+            {
+                "name": name,
+                "kind": kind,
+                "count": len(texts),
+                "downsampled": len(texts) > max_points,
+                "steps": None,
+                "values": texts[-max_points:],
+            }
+        )
+    steps, numbers, value_type = arrays
+    mask = np.ones(len(steps), dtype=bool)
+    if start is not None:
+        mask &= steps >= start
+    if end is not None:
+        mask &= steps <= end
+    steps, numbers = steps[mask], numbers[mask]
+    keep = downsample_indices(steps, numbers, max_points)
+    chosen = numbers[keep]
+    values: list[Any] = (
+        chosen.astype(np.int64).tolist()
+        if value_type == "int"
+        else (chosen.astype(bool).tolist() if value_type == "bool" else chosen.tolist())
+    )
+    return _json(
+        {
+            "name": name,
+            "kind": kind,
+            "count": len(steps),
+            "downsampled": len(keep) < len(steps),
+            "steps": steps[keep].tolist(),
+            "values": values,
+        }
+    )
+
+
+async def _structured(reader: RecordReader, run_id: str, name: str, kind: str) -> dict[str, Any]:
+    value = (await reader.metrics(run_id, name))[name]
+    if kind == "image":
+        return {"files": value if isinstance(value, list) else [value]}
+    return {"columns": value}
+
+
+async def list_files(request: web.Request) -> web.Response:
+    reader, run_id = request.app[READER], request.match_info["run_id"]
+    await _require_run(reader, run_id)
+    files = await reader.files(run_id)
+    return _json({"files": [{"name": n, "size": f.get("size"), "sha256": f.get("sha256")} for n, f in files.items()]})
+
+
+def _file_name(request: web.Request) -> str:
+    try:
+        return check_file_name(request.match_info["name"])
+    except (InvalidNameError, TypeError) as exc:
+        raise web.HTTPBadRequest(reason=str(exc)) from None
+
+
+async def download_file(request: web.Request) -> web.StreamResponse:
+    run_id, name = request.match_info["run_id"], _file_name(request)
+    store = request.app[STORE]
+    path = store.path_of(run_id, name)
+    if not path.is_file():
+        raise web.HTTPNotFound(reason=f"run {run_id} has no file {name!r}")
+    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return web.FileResponse(path, headers={"Content-Type": content_type})
+
+
+async def upload_file(request: web.Request) -> web.Response:
+    run_id, name = request.match_info["run_id"], _file_name(request)
+    await _require_run(request.app[READER], run_id)
+    store: LocalArtifactStore = request.app[STORE]
+    body = await request.read()
+    stored = await asyncio.to_thread(_put, store, run_id, name, body)
+    return _json({"name": stored.name, "size": stored.size, "sha256": stored.sha256}, status=201)
+
+
+def _put(store: LocalArtifactStore, run_id: str, name: str, body: bytes) -> Any:
+    import io  # only uploads need it
+
+    return store.put(run_id, name, io.BytesIO(body))
+
+
+async def run_output(request: web.Request) -> web.Response:
+    reader, run_id = request.app[READER], request.match_info["run_id"]
+    await _require_run(reader, run_id)
+    limit = min(_int_param(request, "limit", 200) or 200, 10_000)
+    return _json({"lines": await reader.output(run_id, limit)})
+
+
+async def cancel_run(request: web.Request) -> web.Response:
+    reader, run_id = request.app[READER], request.match_info["run_id"]
+    meta = await _require_run(reader, run_id)
+    workspace = Workspace.from_settings(request.app[SETTINGS].workspace)
+    run = Run(Experiment(workspace, meta["experiment"]), run_id)
+    await asyncio.to_thread(run.cancel)
+    return _json({"id": run_id, "status": "Canceled"}, status=202)
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/api/v1/experiments", list_experiments, "Experiments with their run counts"),
+    Route("GET", "/api/v1/runs", list_runs, "Runs, newest first", ("experiment", "status", "tag")),
+    Route("GET", "/api/v1/runs/{run_id}", run_details, "A run's details"),
+    Route("GET", "/api/v1/runs/{run_id}/metrics", run_metrics, "A run's metrics: kind and count"),
+    Route(
+        "GET",
+        "/api/v1/runs/{run_id}/metrics/{name}",
+        metric_series,
+        "One metric, downsampled",
+        ("max_points", "start", "end"),
+    ),
+    Route("GET", "/api/v1/runs/{run_id}/files", list_files, "A run's files"),
+    Route("GET", "/api/v1/runs/{run_id}/files/{name:.+}", download_file, "Download a file"),
+    Route("PUT", "/api/v1/runs/{run_id}/files/{name:.+}", upload_file, "Upload a file (remote producers)"),
+    Route("GET", "/api/v1/runs/{run_id}/output", run_output, "The newest output lines", ("limit",)),
+    Route("POST", "/api/v1/runs/{run_id}/cancel", cancel_run, "Cancel a run"),
+)

@@ -1,0 +1,189 @@
+"""``runstream serve``: the aiohttp server (REST, SSE, web pages).
+
+``create_app(settings)`` builds the application: one Redis client and one
+:class:`~.sse.FeedHub` per app (``cleanup_ctx`` owns them), the REST routes of
+:mod:`.api`, the SSE endpoint, the OpenAPI document built from the same route
+table, the pages and their assets (no CDN: plotly.js comes from the installed
+``plotly`` package).  With tokens configured, every API and page request needs one
+(``Authorization: Bearer``, the ``runstream_token`` cookie, or ``?token=`` which sets
+the cookie); errors are JSON ``{"error": {"status", "message"}}``.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib import resources
+from pathlib import Path
+from typing import cast
+
+import click
+import plotly  # type: ignore[import-untyped]  # used only to find its plotly.min.js
+import structlog
+from aiohttp import web
+from aiohttp_sse import EventSourceResponse, sse_response
+
+from runstream.artifacts import LocalArtifactStore
+from runstream.config import Settings
+from runstream.connection import connect
+from runstream.consumer.api import ROUTES
+from runstream.consumer.openapi import openapi_document
+from runstream.consumer.reader import RecordReader
+from runstream.consumer.settings import ServerSettings, load_tokens
+from runstream.consumer.sse import FeedHub
+from runstream.consumer.state import HUB, READER, REDIS, SETTINGS, STORE
+from runstream.keys import Keys
+from runstream.logconfig import configure_logging
+
+__all__ = ["ServerSettings", "create_app", "serve_command"]
+
+_log = structlog.get_logger("runstream.server")
+STATIC = Path(str(resources.files("runstream.consumer").joinpath("static")))
+PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+TOKEN_COOKIE = "runstream_token"  # noqa: S105  # the cookie's name, not a secret
+#: Open SSE responses, closed on shutdown (a set: aiohttp's AppKey cannot hold a WeakSet type).
+_STREAMS: web.AppKey[set[EventSourceResponse]] = web.AppKey("streams")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """API errors as JSON a client can act on."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if not request.path.startswith("/api/") or exc.status < 400:
+            raise
+        return web.json_response({"error": {"status": exc.status, "message": exc.reason}}, status=exc.status)
+
+
+def _token_of(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        return header[7:].strip()
+    return request.query.get("token") or request.cookies.get(TOKEN_COOKIE)
+
+
+def make_auth(tokens: frozenset[str]) -> Middleware:
+    @web.middleware
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """With tokens configured, nothing is served without one."""
+        given = _token_of(request)
+        if not tokens or (given and any(hmac.compare_digest(given, t) for t in tokens)):
+            response = await handler(request)
+            if tokens and request.query.get("token") and not response.prepared:
+                response.set_cookie(TOKEN_COOKIE, given or "", httponly=True, samesite="Strict")
+            return response
+        raise web.HTTPUnauthorized(reason="a bearer token is needed", headers={"WWW-Authenticate": "Bearer"})
+
+    return auth
+
+
+async def run_events(request: web.Request) -> web.StreamResponse:
+    """SSE: the run's updates; ``id:`` is the stream id, so Last-Event-ID resumes without gaps."""
+    run_id = request.match_info["run_id"]
+    reader = request.app[READER]
+    if not await reader.meta(run_id):
+        raise web.HTTPNotFound(reason=f"no run {run_id!r}")
+    start = request.headers.get("Last-Event-ID") or request.query.get("from") or "$"
+    async with sse_response(request) as stream:
+        request.app[_STREAMS].add(stream)
+        try:
+            async with request.app[HUB].join(run_id, start) as messages:
+                async for message in messages:
+                    await stream.send(message.data, id=message.id)
+                    if message.final:
+                        await stream.send("{}", event="end")
+                        break
+        finally:
+            request.app[_STREAMS].discard(stream)
+    return stream
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+async def health(request: web.Request) -> web.Response:
+    """The collectors' published counters, and this server's SSE figures."""
+    reports = cast("dict[bytes, bytes]", await request.app[REDIS].hgetall(request.app[READER].keys.collectors()))
+    hub = request.app[HUB]
+    return web.json_response(
+        {
+            "status": "ok",
+            "collectors": {k.decode(): v.decode() for k, v in reports.items()},
+            "sse": {
+                "runs": len(hub.feeds),
+                "clients": sum(len(f.clients) for f in hub.feeds.values()),
+                "dropped": hub.dropped,
+            },
+        }
+    )
+
+
+def _page(name: str) -> Handler:
+    async def page(request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC / name, headers={"Cache-Control": "no-cache"})
+
+    return page
+
+
+async def plotly_js(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(PLOTLY_JS, headers={"Content-Type": "application/javascript"})
+
+
+def create_app(settings: ServerSettings) -> web.Application:
+    """The server's application for ``settings`` (run it with ``web.run_app`` or an AppRunner)."""
+    middlewares: list[Middleware] = [errors_as_json, make_auth(settings.tokens)]
+    app = web.Application(middlewares=middlewares, client_max_size=1024**3)  # type: ignore[arg-type]  # aiohttp's Middleware protocol vs a plain callable
+    app[SETTINGS] = settings
+    app[_STREAMS] = set()
+    app[STORE] = LocalArtifactStore(settings.workspace.data_dir / "artifacts" / settings.workspace.workspace)
+    app.cleanup_ctx.append(_redis_context)
+    app.on_shutdown.append(_close_streams)
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, route.handler)
+    app.router.add_get("/api/v1/runs/{run_id}/events", run_events)
+    app.router.add_get("/api/v1/openapi.json", openapi)
+    app.router.add_get("/api/v1/health", health)
+    app.router.add_get("/", _page("index.html"))
+    app.router.add_get("/experiments/{name}", _page("experiment.html"))
+    app.router.add_get("/runs/{run_id}", _page("run.html"))
+    app.router.add_get("/compare", _page("compare.html"))
+    app.router.add_get("/static/vendor/plotly.min.js", plotly_js)
+    app.router.add_static("/static/", STATIC)
+    return app
+
+
+async def _redis_context(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS].workspace
+    keys = Keys(settings.workspace, settings.key_prefix, settings.shards)
+    async with connect(settings.redis_url) as client:
+        app[REDIS] = client
+        app[READER] = RecordReader(client, keys)
+        app[HUB] = FeedHub(client, keys, app[SETTINGS].client_queue)
+        _log.info("server_ready", workspace=settings.workspace)
+        yield
+        await app[HUB].close()
+
+
+async def _close_streams(app: web.Application) -> None:
+    streams: set[EventSourceResponse] = app[_STREAMS]
+    for stream in list(streams):
+        stream.stop_streaming()
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False), help="Bearer tokens, one a line.")
+@click.option("--json/--console", "json_logs", default=None, help="Log format (default: JSON unless on a terminal).")
+def serve_command(host: str, port: int, token_file: str | None, json_logs: bool | None) -> None:
+    """Serve the REST API, live updates and the web pages."""
+    configure_logging(json=json_logs)
+    settings = ServerSettings(
+        workspace=Settings.from_config(), host=host, port=port, tokens=load_tokens(None, token_file)
+    )
+    web.run_app(create_app(settings), host=host, port=port, print=None)

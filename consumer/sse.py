@@ -1,0 +1,171 @@
+"""Server-sent events: one Redis reader per watched run, fanned out to its clients.
+
+A :class:`RunFeed` XREAD-BLOCKs on a run's live stream and serialises each entry's
+updates once, for all of the run's clients.  Each client has a bounded queue; a
+client that falls that far behind (a stalled connection) is dropped, by cancelling
+its handler, and never slows the feed or the other clients.  A client resuming with
+``Last-Event-ID`` first reads what it missed straight from the stream, then joins
+the feed, skipping what it has already sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Final, cast
+
+import redis.asyncio as aioredis
+import structlog
+
+from runstream.codec import decode_payload
+from runstream.consumer.subscribe import Update, _id_tuple
+from runstream.consumer.updates import to_json
+from runstream.errors import DecodeError
+from runstream.events import TERMINAL_STATUSES, StatusChanged
+from runstream.keys import Keys
+
+__all__ = ["FeedHub", "Message"]
+
+_log = structlog.get_logger("runstream.sse")
+BLOCK_MS: Final = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One SSE message: the stream id, its JSON data, and whether the run ended with it."""
+
+    id: str
+    data: str
+    final: bool
+
+
+def entry_messages(entry_id: str, fields: dict[bytes, bytes]) -> list[Message]:
+    """The messages of one live-stream entry (one per event)."""
+    try:
+        events = decode_payload(fields[b"b"])
+    except (DecodeError, KeyError):
+        return []
+    return [
+        Message(
+            entry_id,
+            json.dumps(to_json(Update(entry_id, e)), separators=(",", ":")),
+            isinstance(e, StatusChanged) and e.status in TERMINAL_STATUSES,
+        )
+        for e in events
+    ]
+
+
+@dataclass(eq=False)
+class Client:
+    """One SSE connection: its queue, and the task serving it (cancelled when dropped)."""
+
+    queue: asyncio.Queue[Message]
+    task: asyncio.Task[Any] | None
+    dropped: bool = False
+
+
+@dataclass(eq=False)
+class RunFeed:
+    """The one reader of a run's live stream in this server, and the clients it feeds."""
+
+    run_id: str
+    clients: set[Client] = field(default_factory=set)
+    task: asyncio.Task[None] | None = None
+
+
+class FeedHub:
+    """All run feeds of one server."""
+
+    def __init__(self, client: aioredis.Redis, keys: Keys, queue_size: int) -> None:
+        self.client = client
+        self.keys = keys
+        self.queue_size = queue_size
+        self.feeds: dict[str, RunFeed] = {}
+        self.dropped = 0
+        self._tasks: set[asyncio.Task[None]] = set()  # every feed task, until it ends
+
+    async def close(self) -> None:
+        """Stop every feed (server shutdown)."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    @contextlib.asynccontextmanager
+    async def join(self, run_id: str, start: str) -> AsyncIterator[AsyncIterator[Message]]:
+        """Messages of the run after stream id ``start`` ("$" = from now): history, then live."""
+        client = Client(asyncio.Queue(self.queue_size), asyncio.current_task())
+        feed = self.feeds.get(run_id)
+        if feed is None:
+            # The feed's start is fixed before any client reads history, so history read
+            # after it overlaps the feed (and is deduplicated) rather than leaving a gap.
+            newest = cast("list[tuple[bytes, Any]]", await self.client.xrevrange(self.keys.live(run_id), count=1))
+            feed = self.feeds.get(run_id)  # another client may have made it meanwhile
+            if feed is None:
+                feed = self.feeds[run_id] = RunFeed(run_id)
+                start_id = newest[0][0] if newest else b"0-0"
+                feed.task = asyncio.create_task(self._read(feed, start_id), name=f"feed-{run_id}")
+                self._tasks.add(feed.task)
+                feed.task.add_done_callback(self._tasks.discard)
+        feed.clients.add(client)
+        try:
+            yield self._messages(client, run_id, start)
+        finally:
+            feed.clients.discard(client)
+            if not feed.clients and self.feeds.get(run_id) is feed:
+                # Not cancelled: a cancelled blocking read can wedge the Redis client. The
+                # feed sees it has no clients after its current read (BLOCK_MS) and ends.
+                del self.feeds[run_id]
+
+    async def _messages(self, client: Client, run_id: str, start: str) -> AsyncIterator[Message]:
+        last = (0, 0)
+        if start != "$":  # catch up from the stream itself, then follow the feed
+            last = _id_tuple(start)
+            entries = await self.client.xrange(self.keys.live(run_id), min=f"({start}" if start != "0-0" else "-")
+            for raw_id, fields in cast("list[tuple[bytes, dict[bytes, bytes]]]", entries):
+                for message in entry_messages(raw_id.decode(), fields):
+                    yield message
+                    if message.final:
+                        return
+                last = _id_tuple(raw_id.decode())
+        while True:
+            message = await client.queue.get()
+            if start == "$" or _id_tuple(message.id) > last:
+                yield message
+                if message.final:
+                    return
+
+    async def _read(self, feed: RunFeed, last: bytes) -> None:
+        try:
+            await self._follow(feed, last)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001  # a feed that dies must not leave its clients waiting forever
+            _log.exception("sse_feed_failed", run_id=feed.run_id)
+            for client in list(feed.clients):
+                if client.task is not None:
+                    client.task.cancel()
+
+    async def _follow(self, feed: RunFeed, last: bytes) -> None:
+        live = self.keys.live(feed.run_id)
+        while feed.clients:
+            reply = await self.client.xread({live: last}, count=256, block=BLOCK_MS)
+            for _, entries in cast("list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]", reply or []):
+                for raw_id, fields in entries:
+                    last = raw_id
+                    for message in entry_messages(raw_id.decode(), fields):
+                        self._fan_out(feed, message)
+
+    def _fan_out(self, feed: RunFeed, message: Message) -> None:
+        for client in list(feed.clients):
+            try:
+                client.queue.put_nowait(message)
+            except asyncio.QueueFull:
+                feed.clients.discard(client)
+                client.dropped = True
+                self.dropped += 1
+                _log.warning("sse_client_dropped", run_id=feed.run_id, queued=client.queue.qsize())
+                if client.task is not None:
+                    client.task.cancel()

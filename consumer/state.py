@@ -1,0 +1,19 @@
+"""What the server keeps in its application: typed keys (aiohttp ``AppKey``)."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from runstream.artifacts import LocalArtifactStore
+from runstream.consumer.reader import RecordReader
+from runstream.consumer.settings import ServerSettings
+from runstream.consumer.sse import FeedHub
+
+__all__ = ["HUB", "READER", "REDIS", "SETTINGS", "STORE"]
+
+SETTINGS = web.AppKey("settings", ServerSettings)
+REDIS = web.AppKey("redis", aioredis.Redis)
+READER = web.AppKey("reader", RecordReader)
+HUB = web.AppKey("hub", FeedHub)
+STORE = web.AppKey("store", LocalArtifactStore)
