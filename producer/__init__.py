@@ -30,11 +30,13 @@ from runstream.errors import (
 from runstream.experiment import Experiment
 from runstream.logger import LoggerStats, get_logger
 from runstream.run import OfflineRun, Run
+from runstream.submit import Environment, ScriptRunConfig
 from runstream.workspace import Workspace
 
 __all__ = [
     "ArtifactStore",
     "ConfigError",
+    "Environment",
     "Experiment",
     "FlushTimeoutError",
     "InvalidNameError",
@@ -44,6 +46,7 @@ __all__ = [
     "OfflineRun",
     "Run",
     "RunstreamError",
+    "ScriptRunConfig",
     "Settings",
     "SpoolError",
     "StoredFile",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import json
 from typing import cast
 
 from runstream.connection import connect
 from runstream.keys import check_identifier
 from runstream.logger import get_logger
 from runstream.run import Run
+from runstream.submit import Executor, LocalExecutor, ScriptRunConfig, snapshot
 from runstream.workspace import Workspace
 
 __all__ = ["Experiment"]
@@ -46,6 +49,24 @@ class Experiment:
         completed then (or failed, if the process died of an uncaught exception).
         """
         return Run._start(self, display_name=display_name, parent_id=None)
+
+    def submit(self, config: ScriptRunConfig, executor: Executor | None = None) -> Run:
+        """Run a script as a run of this experiment; returns at once (status Queued).
+
+        The source folder is snapshotted (``snapshot.zip`` among the run's files) and
+        the script runs under a supervisor process that captures its output, uploads
+        ``./outputs`` and sets the final status.  ``run.wait_for_completion()`` waits.
+
+        Raises:
+            SnapshotTooLargeError: the source folder is over the snapshot limit.
+        """
+        archive = snapshot(config.source_directory)
+        run = Run._start(self, display_name=config.script, parent_id=None, status="Queued")
+        run.upload_file("snapshot.zip", io.BytesIO(archive))
+        run.add_properties({"script": config.script, "arguments": json.dumps(config.arguments)})
+        run.flush()
+        (executor or LocalExecutor()).launch(run, config)
+        return run
 
     def get_runs(self) -> list[Run]:
         """The experiment's runs, newest first (as the collector has indexed them)."""

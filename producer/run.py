@@ -121,14 +121,30 @@ class Run:
         self._finished = False
 
     @classmethod
-    def _start(cls, experiment: Experiment, display_name: str | None, parent_id: str | None) -> Self:
+    def _start(
+        cls, experiment: Experiment, display_name: str | None, parent_id: str | None, status: Status = "Running"
+    ) -> Self:
         run_id = f"{experiment.name}_{int(_now())}_{secrets.token_hex(4)}"
         run = cls.__new__(cls)
-        run._attach(experiment, run_id, display_name or run_id, parent_id, live=True)
-        run.status = "Running"
-        run._emit(RunStarted(experiment.name, run.display_name, parent_id, "Running", _now()))
-        _UNFINISHED.add(run)
+        run._attach(experiment, run_id, display_name or run_id, parent_id, live=status == "Running")
+        run.status = status
+        run._emit(RunStarted(experiment.name, run.display_name, parent_id, status, _now()))
+        if status == "Running":  # an interactive run: this process finishes it at exit
+            _UNFINISHED.add(run)
         return run
+
+    @classmethod
+    def _supervise(cls, experiment: Experiment, run_id: str) -> Self:
+        """The run as its supervisor holds it: it sends the heartbeats and the statuses."""
+        run = cls.__new__(cls)
+        run._attach(experiment, run_id, run_id, None, live=True)
+        run.status = "Starting"
+        return run
+
+    def _set_status(self, status: Status) -> None:
+        """A status on the way (Starting, Running, Finalizing); final ones go through _finish."""
+        self._emit(StatusChanged(status, None, _now()))
+        self.status = status
 
     def __repr__(self) -> str:
         return f"Run(id={self.id!r}, status={self.status!r})"
