@@ -10,7 +10,14 @@ import click
 
 from runstream import __version__
 from runstream.collector.cli import collector_command
-from runstream.consumer.commands import cancel_command, runs_command, show_command, tail_command, wait_command
+from runstream.consumer.commands import (
+    cancel_command,
+    runs_command,
+    show_command,
+    submit_command,
+    tail_command,
+    wait_command,
+)
 
 __all__ = ["main"]
 
@@ -21,7 +28,15 @@ def main() -> None:
     """runstream: experiment tracking on Redis streams."""
 
 
-for command in (collector_command, runs_command, show_command, tail_command, wait_command, cancel_command):
+for command in (
+    collector_command,
+    runs_command,
+    show_command,
+    tail_command,
+    wait_command,
+    cancel_command,
+    submit_command,
+):
     main.add_command(command)
 
 

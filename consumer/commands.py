@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from runstream import Experiment, Run, Workspace
+from runstream import Experiment, Run, ScriptRunConfig, Workspace
 from runstream.config import Settings
 from runstream.connection import connect
 from runstream.consumer.reader import RecordReader
@@ -25,7 +25,7 @@ from runstream.consumer.updates import describe, to_json
 from runstream.consumer.wait import RunFailedError, wait_for_completion
 from runstream.keys import Keys
 
-__all__ = ["cancel_command", "runs_command", "show_command", "tail_command", "wait_command"]
+__all__ = ["cancel_command", "runs_command", "show_command", "submit_command", "tail_command", "wait_command"]
 
 T = TypeVar("T")
 EXIT_CODES = {"Completed": 0, "Failed": 1, "Canceled": 2}
@@ -163,3 +163,24 @@ def cancel_command(run_id: str) -> None:
     # Sent as any producer sends a status, so the collector applies it in order.
     Run(Experiment(Workspace.from_config(), meta["experiment"]), run_id).cancel()
     click.echo(f"run {run_id} canceled")
+
+
+@click.command("submit", context_settings={"ignore_unknown_options": True})
+@click.argument("script")
+@click.argument("arguments", nargs=-1, type=click.UNPROCESSED)
+@click.option("--experiment", "experiment_name", required=True, help="The experiment to run it in.")
+@click.option("--source", type=click.Path(exists=True, file_okay=False), default=".", help="The folder to snapshot.")
+@click.option("--wait", is_flag=True, help="Wait for the run to end, printing its output; exit as `wait` does.")
+def submit_command(script: str, arguments: tuple[str, ...], experiment_name: str, source: str, wait: bool) -> None:
+    """Run SCRIPT [ARGUMENTS] as a run of EXPERIMENT, under a supervisor."""
+    experiment = Experiment(Workspace.from_config(), experiment_name)
+    run = experiment.submit(ScriptRunConfig(source, script, arguments=list(arguments)))
+    click.echo(run.id)
+    if not wait:
+        return
+    try:
+        details = run.wait_for_completion(show_output=True)
+    except RunFailedError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_CODES["Failed"])
+    sys.exit(EXIT_CODES.get(str(details["status"]), EXIT_TIMEOUT))

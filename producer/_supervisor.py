@@ -36,11 +36,19 @@ OUTPUT_TICK: Final = 0.02
 
 
 def _pump(stream: IO[bytes], lines: deque[str], tail: deque[str] | None) -> None:
-    for raw in stream:
-        line = raw.decode(errors="replace").rstrip("\n")
-        lines.append(line)
-        if tail is not None and line.strip():
-            tail.append(line)
+    """Split what the script writes into lines, reading in large chunks (one wake-up
+    per chunk, not per line: the script is never held up by a slow reader)."""
+    pending = b""
+    while chunk := os.read(stream.fileno(), 1 << 16):
+        *complete, pending = (pending + chunk).split(b"\n")
+        decoded = [raw.decode(errors="replace") for raw in complete]
+        lines.extend(decoded)
+        if tail is not None:
+            tail.extend(line for line in decoded if line.strip())
+    if pending:
+        lines.append(pending.decode(errors="replace"))
+        if tail is not None and pending.strip():
+            tail.append(pending.decode(errors="replace"))
 
 
 def _watch_cancel(run: Run, canceled: threading.Event) -> None:

@@ -8,8 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from runstream import Environment, Experiment, Run, ScriptRunConfig
+from runstream.consumer.cli import main
 from runstream.consumer.wait import RunFailedError
 from runstream.submit import SnapshotTooLargeError, snapshot
 from tests.conftest import CollectorThread, wait_until
@@ -144,3 +146,22 @@ class TestSnapshot:
         with pytest.raises(SnapshotTooLargeError, match="runstreamignore"):
             snapshot(folder, limit=3)
         assert os.path.exists(folder / "data.csv")
+
+
+class TestSubmitCommand:
+    """``runstream submit SCRIPT ARGS --experiment NAME --wait`` runs it and exits as the run ended."""
+
+    @pytest.mark.slow
+    def test_submit_and_wait(self, collected: Experiment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        folder = source(tmp_path, {"train.py": "import sys\nprint('args', sys.argv[1:])\n"})
+        settings = collected.workspace.settings
+        monkeypatch.setenv("RUNSTREAM_REDIS_URL", settings.redis_url)
+        monkeypatch.setenv("RUNSTREAM_WORKSPACE", settings.workspace)
+        monkeypatch.setenv("RUNSTREAM_DATA_DIR", str(settings.data_dir))
+
+        result = CliRunner().invoke(
+            main, ["submit", "train.py", "--lr", "0.1", "--experiment", "tests", "--source", str(folder), "--wait"]
+        )
+
+        assert 0 == result.exit_code, result.output
+        assert "args ['--lr', '0.1']" in result.output
