@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: installs what it needs (redis-server, a venv, the project with its
+# The test command: installs what it needs (redis-server, chromium, a venv, the project with its
 # dev extras), then runs ruff, mypy and pytest with coverage. CI runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,8 @@ apt_install() {
 
 # Tests start their own redis-server processes; only the binary is needed.
 command -v redis-server >/dev/null || apt_install redis-server
+# The browser test drives Debian's chromium through playwright (no browser download).
+[ -x /usr/bin/chromium ] || apt_install chromium
 
 python=${PYTHON:-$(command -v python3.11 || command -v python3)}
 if [ ! -x .venv/bin/python ]; then
