@@ -154,7 +154,9 @@ async def metric_series(request: web.Request) -> web.Response:
     kind = index[name]["kind"]
     if kind not in ("series", "list"):
         return _json({"name": name, "kind": kind, **(await _structured(reader, run_id, name, kind))})
-    max_points = _int_param(request, "max_points", MAX_POINTS_DEFAULT) or MAX_POINTS_DEFAULT
+    max_points = _int_param(request, "max_points", MAX_POINTS_DEFAULT) or 0
+    if max_points < 1:
+        raise web.HTTPBadRequest(reason=f"max_points must be a positive integer, not {request.query['max_points']!r}")
     start, end = _int_param(request, "start", None), _int_param(request, "end", None)
     packed = await reader.packed(run_id, name)
     arrays = series_arrays(packed)
@@ -219,6 +221,7 @@ def _file_name(request: web.Request) -> str:
 
 async def download_file(request: web.Request) -> web.StreamResponse:
     run_id, name = request.match_info["run_id"], _file_name(request)
+    await _require_run(request.app[READER], run_id)  # also refuses a run id of ".." (path traversal)
     store = request.app[STORE]
     path = store.path_of(run_id, name)
     if not path.is_file():

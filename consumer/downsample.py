@@ -27,8 +27,10 @@ def downsample_indices(
 ) -> npt.NDArray[np.intp]:
     """Indices of the points to keep (all if there are few), in order."""
     n = len(values)
-    if n <= max_points or max_points < 8:
+    if n <= max_points:
         return np.arange(n)
+    if max_points < 8:  # too few for MinMaxLTTB: evenly spaced, first and last included
+        return np.unique(np.linspace(0, n - 1, max(max_points, 1)).astype(np.intp))
     finite = np.isfinite(values)
     y = values
     if not finite.all():

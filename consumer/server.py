@@ -12,6 +12,7 @@ the cookie); errors are JSON ``{"error": {"status", "message"}}``.
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from pathlib import Path
@@ -19,13 +20,14 @@ from typing import cast
 
 import click
 import plotly  # type: ignore[import-untyped]  # used only to find its plotly.min.js
+import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
 from runstream.artifacts import LocalArtifactStore
 from runstream.config import Settings
-from runstream.connection import connect
+from runstream.connection import SOCKET_TIMEOUT, connect
 from runstream.consumer.api import ROUTES
 from runstream.consumer.openapi import openapi_document
 from runstream.consumer.reader import RecordReader
@@ -40,6 +42,9 @@ __all__ = ["ServerSettings", "create_app", "serve_command"]
 _log = structlog.get_logger("runstream.server")
 STATIC = Path(str(resources.files("runstream.consumer").joinpath("static")))
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+_EVENT_ID = re.compile(r"\d+(-\d+)?(/\d+)?")  # a stream id, or "<stream id>/<k>" (see sse.Message)
+#: Redis connections of one server; a request waits (up to SOCKET_TIMEOUT) for a free one.
+REDIS_CONNECTIONS = 64
 TOKEN_COOKIE = "runstream_token"  # noqa: S105  # the cookie's name, not a secret
 #: Open SSE responses, closed on shutdown (a set: aiohttp's AppKey cannot hold a WeakSet type).
 _STREAMS: web.AppKey[set[EventSourceResponse]] = web.AppKey("streams")
@@ -56,7 +61,10 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
     except web.HTTPException as exc:
         if not request.path.startswith("/api/") or exc.status < 400:
             raise
-        return web.json_response({"error": {"status": exc.status, "message": exc.reason}}, status=exc.status)
+        headers = {k: v for k, v in exc.headers.items() if k in ("WWW-Authenticate", "Allow")}
+        return web.json_response(
+            {"error": {"status": exc.status, "message": exc.reason}}, status=exc.status, headers=headers
+        )
 
 
 def _token_of(request: web.Request) -> str | None:
@@ -88,12 +96,14 @@ async def run_events(request: web.Request) -> web.StreamResponse:
     if not await reader.meta(run_id):
         raise web.HTTPNotFound(reason=f"no run {run_id!r}")
     start = request.headers.get("Last-Event-ID") or request.query.get("from") or "$"
+    if start != "$" and not _EVENT_ID.fullmatch(start):
+        raise web.HTTPBadRequest(reason=f"not a live-stream id: {start[:80]!r}")
     async with sse_response(request) as stream:
         request.app[_STREAMS].add(stream)
         try:
             async with request.app[HUB].join(run_id, start) as messages:
                 async for message in messages:
-                    await stream.send(message.data, id=message.id)
+                    await stream.send(message.data, id=message.event_id)
                     if message.final:
                         await stream.send("{}", event="end")
                         break
@@ -153,14 +163,28 @@ def create_app(settings: ServerSettings) -> web.Application:
     app.router.add_get("/runs/{run_id}", _page("run.html"))
     app.router.add_get("/compare", _page("compare.html"))
     app.router.add_get("/static/vendor/plotly.min.js", plotly_js)
-    app.router.add_static("/static/", STATIC)
+    # Symlinks are followed (an editable install links each file); ".." is still refused.
+    app.router.add_static("/static/", STATIC, follow_symlinks=True)
     return app
+
+
+def _server_client(url: str) -> aioredis.Redis:
+    """``connect``'s client with a pool where requests wait for a free connection: redis-py's
+    default pool raises "Too many connections" past 100 concurrent commands (500 SSE clients)."""
+    base = connect(url).connection_pool  # its options only; it never opens a connection
+    pool = aioredis.BlockingConnectionPool(
+        connection_class=base.connection_class,
+        max_connections=REDIS_CONNECTIONS,
+        timeout=SOCKET_TIMEOUT,
+        **base.connection_kwargs,
+    )
+    return aioredis.Redis.from_pool(pool)
 
 
 async def _redis_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS].workspace
     keys = Keys(settings.workspace, settings.key_prefix, settings.shards)
-    async with connect(settings.redis_url) as client:
+    async with _server_client(settings.redis_url) as client:
         app[REDIS] = client
         app[READER] = RecordReader(client, keys)
         app[HUB] = FeedHub(client, keys, app[SETTINGS].client_queue)

@@ -35,11 +35,14 @@ BLOCK_MS: Final = 1000
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One SSE message: the stream id, its JSON data, and whether the run ended with it."""
+    """One SSE message: the stream id, its JSON data, whether the run ended with it, and its
+    SSE ``id:`` (the stream id on an entry's last message, ``<stream id>/<k>`` on its k-th
+    before that, so a client resuming mid-entry gets the rest of the entry, not the next one)."""
 
     id: str
     data: str
     final: bool
+    event_id: str
 
 
 def entry_messages(entry_id: str, fields: dict[bytes, bytes]) -> list[Message]:
@@ -53,8 +56,9 @@ def entry_messages(entry_id: str, fields: dict[bytes, bytes]) -> list[Message]:
             entry_id,
             json.dumps(to_json(Update(entry_id, e)), separators=(",", ":")),
             isinstance(e, StatusChanged) and e.status in TERMINAL_STATUSES,
+            entry_id if k == len(events) - 1 else f"{entry_id}/{k}",
         )
-        for e in events
+        for k, e in enumerate(events)
     ]
 
 
@@ -122,10 +126,15 @@ class FeedHub:
     async def _messages(self, client: Client, run_id: str, start: str) -> AsyncIterator[Message]:
         last = (0, 0)
         if start != "$":  # catch up from the stream itself, then follow the feed
+            start, _, sent = start.partition("/")  # "<id>/<k>": the entry's messages after the k-th are due
             last = _id_tuple(start)
-            entries = await self.client.xrange(self.keys.live(run_id), min=f"({start}" if start != "0-0" else "-")
+            lower = start if sent else (f"({start}" if start != "0-0" else "-")
+            entries = await self.client.xrange(self.keys.live(run_id), min=lower)
             for raw_id, fields in cast("list[tuple[bytes, dict[bytes, bytes]]]", entries):
-                for message in entry_messages(raw_id.decode(), fields):
+                messages = entry_messages(raw_id.decode(), fields)
+                if sent and raw_id.decode() == start:
+                    messages = messages[int(sent) + 1 :]
+                for message in messages:
                     yield message
                     if message.final:
                         return

@@ -1,0 +1,281 @@
+"""How fast the server fans a live point out over SSE, and serves a downsampled long series.
+
+Run: ``python -m bench.server [--subscribers 1,100,1000] [--seconds N] [--points N] [--json PATH]``
+
+Starts a private redis-server and a collector (a thread of this process), then:
+
+- SSE fan-out: the server runs in a process of its own; the subscribers, spread over a
+  few client processes, follow one run's ``/events``; this process logs a point carrying
+  ``time.time()`` every 20 ms.  Latency = a subscriber's receive time minus the sent time
+  (the whole path: SDK batching, Redis, collector, live stream, server, HTTP).  Targets:
+  p99 < 100 ms at 1,000 subscribers.
+- ``GET /metrics/{name}?max_points=2000`` over a 1,000,000-point series: the median of
+  several requests, timed at the client (round trip) and in the server (a middleware
+  around the handler, JSON encoding included).  Target: < 50 ms server time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from multiprocessing.synchronize import Event as EventType
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from runstream import Experiment, Settings, Workspace
+from runstream.collector import CollectorSettings
+from runstream.collector.background import BackgroundCollector
+from runstream.consumer.server import ServerSettings, create_app
+from runstream.logconfig import configure_logging
+from runstream.redis_server import RedisServer
+
+HOST = "127.0.0.1"
+INTERVAL = 0.02  # seconds between logged points
+WARMUP = 10  # first points of each level left out (connections settling)
+
+
+def _percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+# ------------------------------------------------------------------ processes
+
+
+def _serve(settings: dict[str, Any], port: int, ready: EventType) -> None:
+    """The server process: the real app on ``port``."""
+    configure_logging(level="warning")
+    settings["data_dir"] = Path(settings["data_dir"])
+
+    async def main() -> None:
+        runner = web.AppRunner(create_app(ServerSettings(workspace=Settings(**settings), client_queue=1000)))
+        await runner.setup()
+        await web.TCPSite(runner, HOST, port, backlog=2048).start()
+        ready.set()
+        await asyncio.Event().wait()  # until terminated
+
+    asyncio.run(main())
+
+
+async def _follow(session: aiohttp.ClientSession, url: str, latencies: list[float], started: list[int]) -> None:
+    """One subscriber: receive time minus sent time of each point, until ``event: end``."""
+    async with session.get(url) as response:
+        started.append(1)
+        event = "message"
+        async for raw in response.content:
+            now = time.time()
+            if raw.startswith(b"event:"):
+                event = raw[6:].strip().decode()
+            elif raw.startswith(b"data:"):
+                if event == "end":
+                    return
+                update = json.loads(raw[5:])
+                if update["type"] == "metric":
+                    latencies.extend(now - float(v) for v in update["values"])
+            elif raw in (b"\n", b"\r\n"):
+                event = "message"
+
+
+def _subscribers(url: str, n: int, results: mp.Queue[list[float]]) -> None:
+    """A client process: ``n`` subscribers on ``url``; puts their latencies on ``results``."""
+
+    async def main() -> list[float]:
+        latencies: list[float] = []
+        started: list[int] = []
+        connector = aiohttp.TCPConnector(limit=0)
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=60)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            await asyncio.gather(*(_follow(session, url, latencies, started) for _ in range(n)))
+        return latencies
+
+    results.put(asyncio.run(main()))
+
+
+# --------------------------------------------------------------------- SSE fan-out
+
+
+def _health(base: str) -> dict[str, Any]:
+    async def get() -> dict[str, Any]:
+        async with aiohttp.ClientSession() as session, session.get(f"{base}/api/v1/health") as response:
+            return dict(await response.json())
+
+    return asyncio.run(get())
+
+
+def fan_out(workspace: Workspace, base: str, subscribers: int, seconds: float, processes: int) -> list[float]:
+    """Delivery latencies (seconds) of points logged every 20 ms, at ``subscribers`` clients."""
+    run = Experiment(workspace, "bench-sse").start_logging()
+    run.get_status()
+    url = f"{base}/api/v1/runs/{run.id}/events"
+    ctx = mp.get_context("spawn")
+    results: mp.Queue[list[float]] = ctx.Queue()
+    shares = [subscribers // processes + (1 if i < subscribers % processes else 0) for i in range(processes)]
+    workers = [ctx.Process(target=_subscribers, args=(url, n, results), daemon=True) for n in shares if n]
+    for worker in workers:
+        worker.start()
+    deadline = time.monotonic() + 120
+    while _health(base)["sse"]["clients"] < subscribers:  # every subscriber is on the feed
+        if time.monotonic() > deadline:
+            raise RuntimeError("the subscribers did not all connect within 120 s")
+        time.sleep(0.1)
+    points = int(seconds / INTERVAL)
+    next_at = time.monotonic()
+    for i in range(points):
+        run.log("sent_at", time.time(), step=i)
+        next_at += INTERVAL
+        time.sleep(max(0.0, next_at - time.monotonic()))
+    run.complete(timeout=60)
+    latencies = [x for _ in workers for x in results.get(timeout=120)]
+    for worker in workers:
+        worker.join(30)
+    per_client = len(latencies) / subscribers
+    if per_client != points:
+        print(f"  warning: {per_client:.1f} points per subscriber, {points} logged", file=sys.stderr)
+    return latencies[WARMUP * subscribers :] if len(latencies) > WARMUP * subscribers else latencies
+
+
+# ------------------------------------------------------------ downsampled series
+
+
+def series_times(workspace: Workspace, points: int, max_points: int, repeats: int) -> tuple[list[float], list[float]]:
+    """(client round trip, server time) in seconds of GET /metrics/loss?max_points= over ``points`` points."""
+    run = Experiment(workspace, "bench-series").start_logging()
+    for i in range(points):
+        run.log("loss", (i % 1000) * 0.001 + (5.0 if i == points // 3 else 0.0))
+    run.complete(timeout=120)
+    server_times: list[float] = []
+
+    @web.middleware
+    async def timing(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
+        start = time.perf_counter()
+        response = await handler(request)
+        if isinstance(response, web.Response) and "/metrics/" in request.path:
+            server_times.append(time.perf_counter() - start)
+        return response
+
+    async def measure() -> list[float]:
+        app = create_app(ServerSettings(workspace=workspace.settings))
+        app.middlewares.append(timing)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, HOST, 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        url = f"http://{HOST}:{port}/api/v1/runs/{run.id}/metrics/loss?max_points={max_points}"
+        times = []
+        try:
+            async with aiohttp.ClientSession() as session:
+                for _ in range(repeats + 1):  # the first warms up (imports, connections)
+                    start = time.perf_counter()
+                    async with session.get(url) as response:
+                        body = await response.json()
+                    times.append(time.perf_counter() - start)
+                    if body["count"] != points or len(body["steps"]) > max_points:
+                        raise RuntimeError(f"unexpected reply: count {body['count']}, {len(body['steps'])} points")
+        finally:
+            await runner.cleanup()
+        return times[1:]
+
+    client_times = asyncio.run(measure())
+    return client_times, server_times[1:]
+
+
+# ------------------------------------------------------------------------ main
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--subscribers", default="1,100,1000", help="subscriber counts, comma-separated")
+    parser.add_argument("--seconds", type=float, default=12.0, help="logging time per subscriber count")
+    parser.add_argument("--client-processes", type=int, default=max(1, min(4, (os.cpu_count() or 2))))
+    parser.add_argument("--points", type=int, default=1_000_000, help="points of the downsampled series")
+    parser.add_argument("--max-points", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--json", type=Path, default=Path("bench/results/server.json"))
+    args = parser.parse_args(argv)
+    configure_logging(level="warning")
+    counts = [int(c) for c in args.subscribers.split(",")]
+
+    fan: dict[int, list[float]] = {}
+    with TemporaryDirectory() as tmp, RedisServer() as redis_server:
+        workspace = Workspace("bench", redis_url=redis_server.url, data_dir=Path(tmp))
+        with BackgroundCollector(CollectorSettings(workspace=workspace.settings, reader="bench")):
+            port = _free_port()
+            ready = mp.get_context("spawn").Event()
+            settings = {"redis_url": redis_server.url, "workspace": "bench", "data_dir": tmp}
+            server = mp.get_context("spawn").Process(target=_serve, args=(settings, port, ready), daemon=True)
+            server.start()
+            try:
+                if not ready.wait(60):
+                    raise RuntimeError("the server did not start within 60 s")
+                for count in counts:
+                    fan[count] = fan_out(workspace, f"http://{HOST}:{port}", count, args.seconds, args.client_processes)
+            finally:
+                server.terminate()
+                server.join(10)
+            client_times, server_times = series_times(workspace, args.points, args.max_points, args.repeats)
+
+    print(
+        f"runstream server benchmark: Python {sys.version.split()[0]}, {os.cpu_count()} CPUs,"
+        f" {args.client_processes} client processes"
+    )
+    print("  SSE fan-out, one point every 20 ms      p50         p99      samples")
+    for count, latencies in fan.items():
+        p50, p99 = _percentiles(latencies)
+        target = "  (target p99 < 100 ms)" if count >= 1000 else ""
+        print(
+            f"    {count:>5} subscribers          {p50 * 1e3:8.2f} ms  {p99 * 1e3:8.2f} ms  {len(latencies):>8}{target}"
+        )
+    print(f"  GET max_points={args.max_points} of {args.points:,} points (median of {args.repeats})")
+    print(
+        f"    server time                    {statistics.median(server_times) * 1e3:8.1f} ms"
+        f"   ({min(server_times) * 1e3:.1f} - {max(server_times) * 1e3:.1f})  (target < 50 ms)"
+    )
+    print(
+        f"    client round trip              {statistics.median(client_times) * 1e3:8.1f} ms"
+        f"   ({min(client_times) * 1e3:.1f} - {max(client_times) * 1e3:.1f})"
+    )
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(
+        json.dumps(
+            {
+                "cpus": os.cpu_count(),
+                "client_processes": args.client_processes,
+                "fan_out": {
+                    str(count): dict(zip(("p50_s", "p99_s"), _percentiles(lat), strict=True)) | {"samples": len(lat)}
+                    for count, lat in fan.items()
+                },
+                "series": {
+                    "points": args.points,
+                    "max_points": args.max_points,
+                    "server_s": server_times,
+                    "client_s": client_times,
+                },
+            },
+            indent=1,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
