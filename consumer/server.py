@@ -14,7 +14,6 @@ from __future__ import annotations
 import hmac
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from importlib import resources
 from pathlib import Path
 from typing import cast
 
@@ -40,7 +39,8 @@ from runstream.logconfig import configure_logging
 __all__ = ["ServerSettings", "create_app", "serve_command"]
 
 _log = structlog.get_logger("runstream.server")
-STATIC = Path(str(resources.files("runstream.consumer").joinpath("static")))
+# Resolved: in an editable install the package is a tree of links to the source files.
+STATIC = (Path(__file__).resolve().parent / "static").resolve()
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 _EVENT_ID = re.compile(r"\d+(-\d+)?(/\d+)?")  # a stream id, or "<stream id>/<k>" (see sse.Message)
 #: Redis connections of one server; a request waits (up to SOCKET_TIMEOUT) for a free one.
@@ -101,11 +101,10 @@ async def run_events(request: web.Request) -> web.StreamResponse:
     async with sse_response(request) as stream:
         request.app[_STREAMS].add(stream)
         try:
-            async with request.app[HUB].join(run_id, start) as messages:
-                async for message in messages:
-                    await stream.send(message.data, id=message.event_id)
-                    if message.final:
-                        await stream.send("{}", event="end")
+            async with request.app[HUB].join(run_id, start) as batches:
+                async for batch in batches:  # framed once per feed; one write per batch
+                    await stream.write(b"".join(m.wire for m in batch))
+                    if batch[-1].final:
                         break
         finally:
             request.app[_STREAMS].discard(stream)

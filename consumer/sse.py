@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from runstream.codec import decode_payload
-from runstream.consumer.subscribe import Update, _id_tuple
+from runstream.consumer.subscribe import Resynced, Update, _id_tuple, missed_after
 from runstream.consumer.updates import to_json
 from runstream.errors import DecodeError
 from runstream.events import TERMINAL_STATUSES, StatusChanged
@@ -37,12 +37,22 @@ BLOCK_MS: Final = 1000
 class Message:
     """One SSE message: the stream id, its JSON data, whether the run ended with it, and its
     SSE ``id:`` (the stream id on an entry's last message, ``<stream id>/<k>`` on its k-th
-    before that, so a client resuming mid-entry gets the rest of the entry, not the next one)."""
+    before that, so a client resuming mid-entry gets the rest of the entry, not the next one).
+
+    ``wire`` is the message as sent, framed once here for every client that gets it
+    (a final one carries an ``end`` event after it, so clients know not to reconnect).
+    """
 
     id: str
     data: str
     final: bool
     event_id: str
+    wire: bytes = b""
+
+    @classmethod
+    def framed(cls, stream_id: str, data: str, final: bool, event_id: str) -> Message:
+        wire = f"id: {event_id}\ndata: {data}\n\n" + ("event: end\ndata: {}\n\n" if final else "")
+        return cls(stream_id, data, final, event_id, wire.encode())
 
 
 def entry_messages(entry_id: str, fields: dict[bytes, bytes]) -> list[Message]:
@@ -52,7 +62,7 @@ def entry_messages(entry_id: str, fields: dict[bytes, bytes]) -> list[Message]:
     except (DecodeError, KeyError):
         return []
     return [
-        Message(
+        Message.framed(
             entry_id,
             json.dumps(to_json(Update(entry_id, e)), separators=(",", ":")),
             isinstance(e, StatusChanged) and e.status in TERMINAL_STATUSES,
@@ -98,7 +108,7 @@ class FeedHub:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     @contextlib.asynccontextmanager
-    async def join(self, run_id: str, start: str) -> AsyncIterator[AsyncIterator[Message]]:
+    async def join(self, run_id: str, start: str) -> AsyncIterator[AsyncIterator[list[Message]]]:
         """Messages of the run after stream id ``start`` ("$" = from now): history, then live."""
         client = Client(asyncio.Queue(self.queue_size), asyncio.current_task())
         feed = self.feeds.get(run_id)
@@ -123,28 +133,41 @@ class FeedHub:
                 # feed sees it has no clients after its current read (BLOCK_MS) and ends.
                 del self.feeds[run_id]
 
-    async def _messages(self, client: Client, run_id: str, start: str) -> AsyncIterator[Message]:
+    async def _messages(self, client: Client, run_id: str, start: str) -> AsyncIterator[list[Message]]:
+        """Batches of messages: all that is waiting is written to the client in one go."""
         last = (0, 0)
         if start != "$":  # catch up from the stream itself, then follow the feed
-            start, _, sent = start.partition("/")  # "<id>/<k>": the entry's messages after the k-th are due
-            last = _id_tuple(start)
-            lower = start if sent else (f"({start}" if start != "0-0" else "-")
-            entries = await self.client.xrange(self.keys.live(run_id), min=lower)
-            for raw_id, fields in cast("list[tuple[bytes, dict[bytes, bytes]]]", entries):
-                messages = entry_messages(raw_id.decode(), fields)
-                if sent and raw_id.decode() == start:
-                    messages = messages[int(sent) + 1 :]
-                for message in messages:
-                    yield message
-                    if message.final:
-                        return
-                last = _id_tuple(raw_id.decode())
-        while True:
-            message = await client.queue.get()
-            if start == "$" or _id_tuple(message.id) > last:
-                yield message
-                if message.final:
+            async for batch in self._history(run_id, start):
+                yield batch
+                if batch[-1].final:
                     return
+                last = _id_tuple(batch[-1].id)
+            last = max(last, _id_tuple(start.partition("/")[0]))
+        while True:
+            waiting = [await client.queue.get()]
+            while not client.queue.empty():
+                waiting.append(client.queue.get_nowait())
+            batch = _until_final([m for m in waiting if start == "$" or _id_tuple(m.id) > last])
+            if batch:
+                yield batch
+                if batch[-1].final:
+                    return
+
+    async def _history(self, run_id: str, start: str) -> AsyncIterator[list[Message]]:
+        """What the stream holds after ``start`` ("<id>" or "<id>/<k>"), a batch per entry."""
+        start, _, sent = start.partition("/")  # "<id>/<k>": the entry's messages after the k-th are due
+        live = self.keys.live(run_id)
+        if await missed_after(self.client, live, start):
+            notice = json.dumps(to_json(Resynced(start, "the live stream was trimmed past this point")))
+            yield [Message.framed(start, notice, False, start)]
+        lower = start if sent else (f"({start}" if start != "0-0" else "-")
+        entries = await self.client.xrange(live, min=lower)
+        for raw_id, fields in cast("list[tuple[bytes, dict[bytes, bytes]]]", entries):
+            messages = entry_messages(raw_id.decode(), fields)
+            if sent and raw_id.decode() == start:
+                messages = messages[int(sent) + 1 :]
+            if messages:
+                yield _until_final(messages)
 
     async def _read(self, feed: RunFeed, last: bytes) -> None:
         try:
@@ -178,3 +201,9 @@ class FeedHub:
                 _log.warning("sse_client_dropped", run_id=feed.run_id, queued=client.queue.qsize())
                 if client.task is not None:
                     client.task.cancel()
+
+
+def _until_final(messages: list[Message]) -> list[Message]:
+    """The messages up to and including a final one (nothing follows the end of a run)."""
+    final = next((i for i, m in enumerate(messages) if m.final), None)
+    return messages if final is None else messages[: final + 1]

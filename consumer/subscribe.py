@@ -24,7 +24,7 @@ from runstream.errors import DecodeError
 from runstream.events import TERMINAL_STATUSES, Event, StatusChanged
 from runstream.keys import Keys
 
-__all__ = ["Resynced", "Update", "follow_sync", "subscribe"]
+__all__ = ["Resynced", "Update", "follow_sync", "missed_after", "subscribe"]
 
 #: Milliseconds one XREAD waits (shorter than the client's socket timeout).
 BLOCK_MS: Final = 1000
@@ -51,7 +51,7 @@ def _id_tuple(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-async def _missed(client: aioredis.Redis, live: str, after: str) -> bool:
+async def missed_after(client: aioredis.Redis, live: str, after: str) -> bool:
     """Whether entries after ``after`` may have been trimmed off the stream.
 
     Errs on the side of a resync (harmless: the record is read again) where Redis
@@ -99,7 +99,7 @@ async def subscribe(
         last = newest[0][0].decode() if newest else "0-0"
     else:
         last = "0-0" if start == "beginning" else start
-        if await _missed(client, live, last):
+        if await missed_after(client, live, last):
             yield Resynced(last, "the live stream was trimmed past this point")
     while True:
         reply = await client.xread({live: last}, count=256, block=BLOCK_MS)
