@@ -153,6 +153,8 @@ def series_times(workspace: Workspace, points: int, max_points: int, repeats: in
     run = Experiment(workspace, "bench-series").start_logging()
     for i in range(points):
         run.log("loss", (i % 1000) * 0.001 + (5.0 if i == points // 3 else 0.0))
+    for i in range(100):
+        run.log("tiny", float(i))
     run.complete(timeout=120)
     server_times: list[float] = []
 
@@ -176,7 +178,10 @@ def series_times(workspace: Workspace, points: int, max_points: int, repeats: in
         times = []
         try:
             async with aiohttp.ClientSession() as session:
-                for _ in range(repeats + 1):  # the first warms up (imports, connections)
+                async with session.get(url.replace("/loss?", "/tiny?")) as response:  # warms imports, connections
+                    await response.read()
+                server_times.clear()
+                for _ in range(repeats + 1):  # the first is cold (fetch + decode), the rest hit the cache
                     start = time.perf_counter()
                     async with session.get(url) as response:
                         body = await response.json()
@@ -185,10 +190,10 @@ def series_times(workspace: Workspace, points: int, max_points: int, repeats: in
                         raise RuntimeError(f"unexpected reply: count {body['count']}, {len(body['steps'])} points")
         finally:
             await runner.cleanup()
-        return times[1:]
+        return times
 
     client_times = asyncio.run(measure())
-    return client_times, server_times[1:]
+    return client_times, server_times
 
 
 # ------------------------------------------------------------------------ main
@@ -245,14 +250,16 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"    {count:>5} subscribers          {p50 * 1e3:8.2f} ms  {p99 * 1e3:8.2f} ms  {len(latencies):>8}{target}"
         )
-    print(f"  GET max_points={args.max_points} of {args.points:,} points (median of {args.repeats})")
+    cold, warm = server_times[0], server_times[1:]
+    print(f"  GET max_points={args.max_points} of {args.points:,} points")
+    print(f"    server time, first (fetch + decode)   {cold * 1e3:8.1f} ms")
     print(
-        f"    server time                    {statistics.median(server_times) * 1e3:8.1f} ms"
-        f"   ({min(server_times) * 1e3:.1f} - {max(server_times) * 1e3:.1f})  (target < 50 ms)"
+        f"    server time, again (series cached)    {statistics.median(warm) * 1e3:8.1f} ms"
+        f"   ({min(warm) * 1e3:.1f} - {max(warm) * 1e3:.1f}, median of {len(warm)})  (target < 50 ms)"
     )
     print(
-        f"    client round trip              {statistics.median(client_times) * 1e3:8.1f} ms"
-        f"   ({min(client_times) * 1e3:.1f} - {max(client_times) * 1e3:.1f})"
+        f"    client round trip, again              {statistics.median(client_times[1:]) * 1e3:8.1f} ms"
+        f"   (first {client_times[0] * 1e3:.1f})"
     )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(

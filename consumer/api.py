@@ -20,7 +20,7 @@ from runstream import Experiment, Run, Workspace
 from runstream.artifacts import LocalArtifactStore
 from runstream.consumer.downsample import downsample_indices, series_arrays
 from runstream.consumer.reader import RecordReader, unpack_values
-from runstream.consumer.state import READER, SETTINGS, STORE
+from runstream.consumer.state import READER, SERIES_CACHE, SETTINGS, STORE
 from runstream.consumer.updates import json_value
 from runstream.errors import InvalidNameError
 from runstream.validation import check_file_name
@@ -158,8 +158,15 @@ async def metric_series(request: web.Request) -> web.Response:
     if max_points < 1:
         raise web.HTTPBadRequest(reason=f"max_points must be a positive integer, not {request.query['max_points']!r}")
     start, end = _int_param(request, "start", None), _int_param(request, "end", None)
-    packed = await reader.packed(run_id, name)
-    arrays = series_arrays(packed)
+    count = int(index[name]["count"])
+    cache = request.app[SERIES_CACHE]
+    arrays = cache.get(run_id, name, count)
+    packed = b""
+    if arrays is None:
+        packed = await reader.packed(run_id, name)
+        arrays = series_arrays(packed)
+        if arrays is not None and len(arrays[0]) == count:  # as counted: cache it under that count
+            cache.put(run_id, name, count, arrays)
     if arrays is None:  # text values: the newest points, as they are
         texts = unpack_values(packed)
         return _json(

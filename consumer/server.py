@@ -30,9 +30,10 @@ from runstream.connection import SOCKET_TIMEOUT, connect
 from runstream.consumer.api import ROUTES
 from runstream.consumer.openapi import openapi_document
 from runstream.consumer.reader import RecordReader
+from runstream.consumer.series_cache import SeriesCache
 from runstream.consumer.settings import ServerSettings, load_tokens
 from runstream.consumer.sse import FeedHub
-from runstream.consumer.state import HUB, READER, REDIS, SETTINGS, STORE
+from runstream.consumer.state import HUB, READER, REDIS, SERIES_CACHE, SETTINGS, STORE
 from runstream.keys import Keys
 from runstream.logconfig import configure_logging
 
@@ -149,6 +150,7 @@ def create_app(settings: ServerSettings) -> web.Application:
     app = web.Application(middlewares=middlewares, client_max_size=1024**3)  # type: ignore[arg-type]  # aiohttp's Middleware protocol vs a plain callable
     app[SETTINGS] = settings
     app[_STREAMS] = set()
+    app[SERIES_CACHE] = SeriesCache()
     app[STORE] = LocalArtifactStore(settings.workspace.data_dir / "artifacts" / settings.workspace.workspace)
     app.cleanup_ctx.append(_redis_context)
     app.on_shutdown.append(_close_streams)

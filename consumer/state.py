@@ -7,13 +7,15 @@ from aiohttp import web
 
 from runstream.artifacts import LocalArtifactStore
 from runstream.consumer.reader import RecordReader
+from runstream.consumer.series_cache import SeriesCache
 from runstream.consumer.settings import ServerSettings
 from runstream.consumer.sse import FeedHub
 
-__all__ = ["HUB", "READER", "REDIS", "SETTINGS", "STORE"]
+__all__ = ["HUB", "READER", "REDIS", "SERIES_CACHE", "SETTINGS", "STORE"]
 
 SETTINGS = web.AppKey("settings", ServerSettings)
 REDIS = web.AppKey("redis", aioredis.Redis)
 READER = web.AppKey("reader", RecordReader)
 HUB = web.AppKey("hub", FeedHub)
 STORE = web.AppKey("store", LocalArtifactStore)
+SERIES_CACHE = web.AppKey("series_cache", SeriesCache)
