@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from runstream.consumer.series_cache import SeriesCache
 
 
-def arrays(n: int) -> tuple[np.ndarray, np.ndarray, str]:  # type: ignore[type-arg]
+def arrays(n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], str]:
     return np.arange(n, dtype=np.int64), np.zeros(n, dtype=np.float64), "float"
 
 
