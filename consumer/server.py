@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 import re
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import cast
@@ -133,6 +134,44 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
+_REQUESTS: web.AppKey[Counter[tuple[str, int]]] = web.AppKey("requests")
+
+
+@web.middleware
+async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Requests by method and status, for /metrics."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        request.app[_REQUESTS][(request.method, exc.status)] += 1
+        raise
+    request.app[_REQUESTS][(request.method, response.status)] += 1
+    return response
+
+
+async def prometheus(request: web.Request) -> web.Response:
+    """Prometheus text exposition: requests, SSE runs and clients, slow clients dropped."""
+    hub = request.app[HUB]
+    lines = [
+        "# HELP runstream_http_requests_total Requests served, by method and status.",
+        "# TYPE runstream_http_requests_total counter",
+        *(
+            f'runstream_http_requests_total{{method="{method}",status="{status}"}} {count}'
+            for (method, status), count in sorted(request.app[_REQUESTS].items())
+        ),
+        "# HELP runstream_sse_runs Runs with a live feed in this server.",
+        "# TYPE runstream_sse_runs gauge",
+        f"runstream_sse_runs {len(hub.feeds)}",
+        "# HELP runstream_sse_clients Open SSE connections.",
+        "# TYPE runstream_sse_clients gauge",
+        f"runstream_sse_clients {sum(len(f.clients) for f in hub.feeds.values())}",
+        "# HELP runstream_sse_dropped_total SSE clients dropped for falling too far behind.",
+        "# TYPE runstream_sse_dropped_total counter",
+        f"runstream_sse_dropped_total {hub.dropped}",
+    ]
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
 def _page(name: str) -> Handler:
     async def page(request: web.Request) -> web.StreamResponse:
         return web.FileResponse(STATIC / name, headers={"Cache-Control": "no-cache"})
@@ -146,11 +185,12 @@ async def plotly_js(request: web.Request) -> web.StreamResponse:
 
 def create_app(settings: ServerSettings) -> web.Application:
     """The server's application for ``settings`` (run it with ``web.run_app`` or an AppRunner)."""
-    middlewares: list[Middleware] = [errors_as_json, make_auth(settings.tokens)]
+    middlewares: list[Middleware] = [count_requests, errors_as_json, make_auth(settings.tokens)]
     app = web.Application(middlewares=middlewares, client_max_size=1024**3)  # type: ignore[arg-type]  # aiohttp's Middleware protocol vs a plain callable
     app[SETTINGS] = settings
     app[_STREAMS] = set()
     app[SERIES_CACHE] = SeriesCache()
+    app[_REQUESTS] = Counter()
     app[STORE] = LocalArtifactStore(settings.workspace.data_dir / "artifacts" / settings.workspace.workspace)
     app.cleanup_ctx.append(_redis_context)
     app.on_shutdown.append(_close_streams)
@@ -159,6 +199,7 @@ def create_app(settings: ServerSettings) -> web.Application:
     app.router.add_get("/api/v1/runs/{run_id}/events", run_events)
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_get("/api/v1/health", health)
+    app.router.add_get("/metrics", prometheus)
     app.router.add_get("/", _page("index.html"))
     app.router.add_get("/experiments/{name}", _page("experiment.html"))
     app.router.add_get("/runs/{run_id}", _page("run.html"))

@@ -703,3 +703,22 @@ class TestEvents:
             resumed = await asyncio.wait_for(collect_sse(response), 30)
 
         assert [m.data for m in everything[shared + 1 : -1]] == [m.data for m in resumed[:-1]]
+
+
+class TestPrometheus:
+    """``/metrics`` exposes requests, SSE runs and clients, and drops in Prometheus text format."""
+
+    async def test_counters(self, api: Client, experiment: Experiment) -> None:
+        run = await started(experiment)
+        await api.get(f"/api/v1/runs/{run.id}")
+        await api.get("/api/v1/runs/nope_1_00000000")
+
+        response = await api.get("/metrics")
+        text = await response.text()
+
+        assert 200 == response.status
+        assert 'runstream_http_requests_total{method="GET",status="200"}' in text
+        assert 'runstream_http_requests_total{method="GET",status="404"} 1' in text
+        assert "runstream_sse_clients 0" in text
+        assert "runstream_sse_dropped_total 0" in text
+        run.complete()
