@@ -8,12 +8,14 @@ stored synchronously in the workspace's artifact store, then recorded as events.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import os
 import re
 import secrets
 import sys
+import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -513,6 +515,7 @@ class Run:
         experiment_name = os.environ.get("RUNSTREAM_EXPERIMENT") or (match["experiment"] if match else None)
         if not experiment_name:
             raise ConfigError(f"cannot tell the experiment of run {run_id!r}: set RUNSTREAM_EXPERIMENT")
+        _flush_output_every(os.environ.get("RUNSTREAM_OUTPUT_FLUSH"))
         return cls(Experiment(Workspace.from_config(), experiment_name), run_id)
 
     def get_portal_url(self) -> str:
@@ -592,3 +595,25 @@ def _finish_at_exit() -> None:
 
 
 get_logger().add_exit_hook(_finish_at_exit)
+
+
+_OUTPUT_FLUSHER: list[threading.Thread] = []
+
+
+def _flush_output_every(seconds: str | None) -> None:
+    """In a submitted script: flush stdout and stderr every ``seconds``, so its output shows
+    live while it is written in blocks (no write per line, as unbuffered output would do)."""
+    if not seconds or _OUTPUT_FLUSHER:
+        return
+    period = float(seconds)
+
+    def flush_forever() -> None:
+        while True:
+            time.sleep(period)
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(ValueError, OSError):  # closed at exit
+                    stream.flush()
+
+    thread = threading.Thread(target=flush_forever, name="runstream-output-flush", daemon=True)
+    thread.start()
+    _OUTPUT_FLUSHER.append(thread)

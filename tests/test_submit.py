@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis
 from click.testing import CliRunner
 
 from runstream import Environment, Experiment, Run, ScriptRunConfig
@@ -109,12 +110,17 @@ class TestCancel:
 
     @pytest.mark.slow
     def test_cancel_mid_run(self, collected: Experiment, tmp_path: Path) -> None:
-        script = "import os, time\nopen('pid', 'w').write(str(os.getpid()))\nprint('up', flush=True)\ntime.sleep(120)\n"
+        script = (
+            "import os, time\nfrom runstream import Run\nRun.get_context()\n"
+            "open('pid', 'w').write(str(os.getpid()))\nprint('up')\ntime.sleep(120)\n"
+        )
         folder = source(tmp_path, {"train.py": script})
         run = collected.submit(ScriptRunConfig(folder, "train.py"))
         pid_file = collected.workspace.settings.data_dir / "runs" / run.id / "work" / "pid"
         wait_until(pid_file.exists, 60, "the script to start")
         pid = int(pid_file.read_text())
+        # No flush in the script: the SDK flushes a submitted script's output while it runs.
+        wait_until(lambda: "up" in _output(collected, run.id), 30, "the script's output, live")
 
         Run(collected, run.id).cancel()
 
@@ -165,3 +171,12 @@ class TestSubmitCommand:
 
         assert 0 == result.exit_code, result.output
         assert "args ['--lr', '0.1']" in result.output
+
+
+def _output(experiment: Experiment, run_id: str) -> list[str]:
+    client = redis.Redis.from_url(experiment.workspace.settings.redis_url)
+    try:
+        entries = client.xrange(experiment.workspace.keys.output(run_id))
+    finally:
+        client.close()
+    return [fields[b"l"].decode() for _, fields in entries]  # type: ignore[union-attr,index]
