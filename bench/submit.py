@@ -29,17 +29,19 @@ from runstream.redis_server import RedisServer
 
 SCRIPT = """
 import sys, time
+try:  # as a training script does: the run first (submitted: its output is flushed live)
+    from runstream import Run
+    run = Run.get_context()
+except Exception:
+    run = None
 n = int(sys.argv[1])
 start = time.perf_counter()
 for i in range(n):
     print(f"line {i} of the training log")
 elapsed = time.perf_counter() - start
 open("elapsed.txt", "w").write(repr(elapsed))
-try:
-    from runstream import Run
-    Run.get_context().log("elapsed", elapsed)
-except Exception:
-    pass
+if run is not None:
+    run.log("elapsed", elapsed)
 """
 
 
