@@ -19,7 +19,7 @@ from aiohttp import web
 from runstream import Experiment, Run, Workspace
 from runstream.artifacts import LocalArtifactStore
 from runstream.consumer.downsample import downsample_indices, series_arrays
-from runstream.consumer.reader import RecordReader, unpack_values
+from runstream.consumer.reader import RecordReader, time_or_none, unpack_values
 from runstream.consumer.state import READER, SERIES_CACHE, SETTINGS, STORE
 from runstream.consumer.updates import json_value
 from runstream.errors import InvalidNameError
@@ -52,10 +52,6 @@ async def _require_run(reader: RecordReader, run_id: str) -> dict[str, str]:
     return meta
 
 
-def _float(text: str | None) -> float | None:
-    return float(text) if text else None
-
-
 async def _summary(reader: RecordReader, run_id: str) -> dict[str, Any]:
     meta, tags, index = await asyncio.gather(reader.meta(run_id), reader.tags(run_id), reader.metric_index(run_id))
     last: dict[str, Any] = {}
@@ -67,9 +63,9 @@ async def _summary(reader: RecordReader, run_id: str) -> dict[str, Any]:
         "experiment": meta.get("experiment"),
         "display_name": meta.get("display_name"),
         "status": meta.get("status"),
-        "created_at": _float(meta.get("created_at")),
-        "started_at": _float(meta.get("started_at")),
-        "ended_at": _float(meta.get("ended_at")),
+        "created_at": time_or_none(meta.get("created_at")),
+        "started_at": time_or_none(meta.get("started_at")),
+        "ended_at": time_or_none(meta.get("ended_at")),
         "tags": tags,
         "metrics": last,
     }
@@ -115,9 +111,9 @@ async def run_details(request: web.Request) -> web.Response:
             "display_name": meta.get("display_name"),
             "status": meta.get("status"),
             "parent_id": meta.get("parent_id"),
-            "created_at": _float(meta.get("created_at")),
-            "started_at": _float(meta.get("started_at")),
-            "ended_at": _float(meta.get("ended_at")),
+            "created_at": time_or_none(meta.get("created_at")),
+            "started_at": time_or_none(meta.get("started_at")),
+            "ended_at": time_or_none(meta.get("ended_at")),
             "error": meta.get("error"),
             "properties": properties,
             "tags": tags,

@@ -25,6 +25,7 @@ __all__ = [
     "RecordNotReadyError",
     "RecordReader",
     "collectors_alive",
+    "time_or_none",
     "unpack_values",
     "wait_applied",
 ]
@@ -167,9 +168,9 @@ class RecordReader:
             "displayName": meta.get("display_name"),
             "status": meta.get("status"),
             "parentRunId": meta.get("parent_id"),
-            "createdTimeUtc": _float(meta.get("created_at")),
-            "startTimeUtc": _float(meta.get("started_at")),
-            "endTimeUtc": _float(meta.get("ended_at")),
+            "createdTimeUtc": time_or_none(meta.get("created_at")),
+            "startTimeUtc": time_or_none(meta.get("started_at")),
+            "endTimeUtc": time_or_none(meta.get("ended_at")),
             "error": meta.get("error"),
             "properties": properties,
             "tags": tags,
@@ -177,8 +178,9 @@ class RecordReader:
         }
 
 
-def _float(text: str | None) -> float | None:
-    return float(text) if text is not None else None
+def time_or_none(text: str | None) -> float | None:
+    """A time field of the run's meta hash (absent or empty: None)."""
+    return float(text) if text else None
 
 
 #: A collector whose last report is older than this is taken for gone.
