@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
 import redis
 
@@ -55,9 +56,10 @@ def submitted(workspace: Workspace, folder: Path, lines: int) -> tuple[float, in
     run.wait_for_completion(timeout=300)
     elapsed = run.get_metrics("elapsed")["elapsed"]
     client = redis.Redis.from_url(workspace.settings.redis_url)
-    entries = client.xrange(workspace.keys.output(run.id))
+    entries = cast("list[tuple[bytes, dict[bytes, bytes]]]", client.xrange(workspace.keys.output(run.id)))
     client.close()
-    captured = [fields[b"l"].decode() for _, fields in entries if fields[b"s"] == b"stdout"]  # type: ignore[index,union-attr]
+    chunks = [fields[b"l"].decode() for _, fields in entries if fields[b"s"] == b"stdout"]
+    captured = [line for chunk in chunks for line in chunk.split("\n")]
     in_order = captured == [f"line {i} of the training log" for i in range(lines)]
     return float(elapsed), len(captured), in_order  # type: ignore[arg-type]
 

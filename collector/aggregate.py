@@ -46,7 +46,7 @@ __all__ = ["LIVE_MAXLEN", "LIVE_POINTS", "OUTPUT_MAXLEN", "Plan", "plan"]
 LIVE_POINTS: Final = 1024
 #: Entries the live stream keeps (approximately): a subscriber further behind resyncs.
 LIVE_MAXLEN: Final = 10_000
-#: Output lines a run keeps (approximately).
+#: Output entries (chunks of lines) a run keeps (approximately).
 OUTPUT_MAXLEN: Final = 100_000
 
 Arg = bytes | str | int | float
@@ -123,8 +123,8 @@ def _fold(b: _Builder, event: Event) -> None:  # noqa: C901  # one arm per event
         case FileUploaded(name, size, sha256, ts):
             b.op("H", k.files(run), name, msgpack.packb({"size": size, "sha256": sha256, "ts": ts}))
         case OutputLogged(stream, lines, ts):
-            for line in lines:
-                b.op("X", k.output(run), OUTPUT_MAXLEN, stream, line, ts)
+            if lines:  # one entry per captured chunk, its lines joined by newlines
+                b.op("X", k.output(run), OUTPUT_MAXLEN, stream, "\n".join(lines), ts)
         case StatusChanged(status, error, ts):
             b.op("S", k.meta(run), status, error or "", ts)
             if status in TERMINAL_STATUSES:

@@ -15,7 +15,8 @@ Everything about one run sits in its Redis Cluster slot (keys from
     children   set: ids of child runs
     seqs       hash: producer id -> last seq applied
     live       capped stream of compact updates (see :mod:`runstream.collector.aggregate`)
-    out        stream of output lines: fields s (stdout|stderr), l (line), t (time)
+    out        stream of captured output, one entry per chunk: fields s (stdout|stderr),
+               l (the chunk's lines joined by newlines), t (time)
 
 A packed series is the concatenation of the items of ``m:<name>`` and then
 ``t:<name>``; each is a run of chunks, one chunk per metric per applied batch:

@@ -99,19 +99,21 @@ class RecordReader:
         return newest[0][0].decode() if newest else "0-0"
 
     async def output(self, run_id: str, limit: int) -> list[dict[str, Any]]:
-        """The newest ``limit`` output lines, oldest first."""
+        """The newest ``limit`` output lines, oldest first (``id``: entry id / line)."""
         entries = cast(
             "list[tuple[bytes, dict[bytes, bytes]]]", await self.client.xrevrange(self.keys.output(run_id), count=limit)
         )
-        return [
+        lines = [
             {
-                "id": entry_id.decode(),
+                "id": f"{entry_id.decode()}/{k}",
                 "stream": fields[b"s"].decode(),
-                "line": fields[b"l"].decode(errors="replace"),
+                "line": line,
                 "time": float(fields[b"t"]),
             }
             for entry_id, fields in reversed(entries)
+            for k, line in enumerate(fields[b"l"].decode(errors="replace").split("\n"))
         ]
+        return lines[-limit:]
 
     async def experiments(self) -> list[str]:
         members = cast("set[bytes]", await self.client.smembers(self.keys.experiments()))

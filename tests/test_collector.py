@@ -412,7 +412,7 @@ class TestRecord:
 
 
 class TestOutputLines:
-    """Output lines land in the run's output stream, one entry per line (no producer API sends them yet)."""
+    """Output lines land in the run's output stream, one entry per captured chunk (lines joined by newlines)."""
 
     def test_lines_in_order(self, experiment: Experiment, start_collector: StartCollector, client: redis.Redis) -> None:
         workspace = experiment.workspace
@@ -429,9 +429,7 @@ class TestOutputLines:
         entries = cast("list[tuple[bytes, Fields]]", client.xrange(workspace.keys.output(run_id)))
 
         assert [
-            {b"s": b"stdout", b"l": b"epoch 1", b"t": b"1717000001.0"},
-            {b"s": b"stdout", b"l": b"", b"t": b"1717000001.0"},
-            {b"s": b"stdout", b"l": "ünï ✓".encode(), b"t": b"1717000001.0"},
+            {b"s": b"stdout", b"l": "epoch 1\n\nünï ✓".encode(), b"t": b"1717000001.0"},
             {b"s": b"stderr", b"l": b"warning", b"t": b"1717000002.0"},
         ] == [fields for _, fields in entries]
 

@@ -179,4 +179,4 @@ def _output(experiment: Experiment, run_id: str) -> list[str]:
         entries = client.xrange(experiment.workspace.keys.output(run_id))
     finally:
         client.close()
-    return [fields[b"l"].decode() for _, fields in entries]  # type: ignore[union-attr,index]
+    return [line for _, fields in entries for line in fields[b"l"].decode().split("\n")]  # type: ignore[union-attr,index]
