@@ -42,8 +42,10 @@ def _pump(stream: IO[bytes], lines: deque[str], tail: deque[str] | None) -> None
     per chunk, not per line: the script is never held up by a slow reader)."""
     pending = b""
     while chunk := os.read(stream.fileno(), 1 << 16):
-        *complete, pending = (pending + chunk).split(b"\n")
-        decoded = [raw.decode(errors="replace") for raw in complete]
+        complete, newline, pending = (pending + chunk).rpartition(b"\n")
+        if not newline:
+            continue  # no line ended in this chunk yet
+        decoded = complete.decode(errors="replace").split("\n")  # one decode per chunk, not per line
         lines.extend(decoded)
         if tail is not None:
             tail.extend(line for line in decoded if line.strip())
