@@ -312,7 +312,9 @@ class TestImages:
         assert images == [("ROC", "images/ROC.png"), ("ROC", "images/ROC_1.png")]
         assert {"images/ROC.png", "images/ROC_1.png"} <= set(run.get_file_names())
 
-    def test_log_image_from_a_matplotlib_figure(self, experiment: Experiment) -> None:
+    def test_log_image_from_a_matplotlib_figure(
+        self, experiment: Experiment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         matplotlib = pytest.importorskip("matplotlib")
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -327,8 +329,10 @@ class TestImages:
         stored = [e.file for e in events_of(run) if isinstance(e, ImageLogged)]
 
         assert stored == ["images/curve.png", "images/pyplot.png"]
+        monkeypatch.chdir(tmp_path)  # without a target, the file lands in the working folder
         with run.download_file("images/curve.png", None).open("rb") as image:
             assert image.read(4) == b"\x89PNG"
+        assert (tmp_path / "curve.png").is_file()
 
 
 class TestBatches:
