@@ -9,7 +9,7 @@ its error, as Azure ML's ``wait_for_completion`` does.
 from __future__ import annotations
 
 import sys
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import redis.asyncio as aioredis
 
@@ -19,7 +19,7 @@ from runstream.errors import RunstreamError
 from runstream.events import TERMINAL_STATUSES, OutputLogged
 from runstream.keys import Keys
 
-__all__ = ["RunFailedError", "wait_for_completion"]
+__all__ = ["RunFailedError", "final_status", "wait_for_completion"]
 
 
 class RunFailedError(RunstreamError):
@@ -51,3 +51,22 @@ async def wait_for_completion(
     if details["status"] == "Failed":
         raise RunFailedError(f"run {run_id} failed: {details.get('error')}", details)
     return details
+
+
+async def final_status(client: aioredis.Redis, keys: Keys, run_id: str) -> str:
+    """Block until the run's status is final, and return it.
+
+    Wakes on each live-stream entry (XREAD BLOCK) and reads the status alone, without
+    decoding the updates: cheap for a watcher that only cares how the run ends.
+    """
+    reader = RecordReader(client, keys)
+    live = keys.live(run_id)
+    newest = cast("list[tuple[bytes, Any]]", await client.xrevrange(live, count=1))
+    last: bytes | str = newest[0][0] if newest else "0-0"
+    while True:
+        status = await reader.status(run_id)
+        if status in TERMINAL_STATUSES:
+            return str(status)
+        reply = await client.xread({live: last}, count=1000, block=1000)
+        for _, entries in cast("list[tuple[bytes, list[tuple[bytes, Any]]]]", reply or []):
+            last = entries[-1][0]

@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 from runstream.config import Settings
+from runstream.connection import connect
 from runstream.events import OutputLogged
 from runstream.experiment import Experiment
+from runstream.logger import get_logger
 from runstream.run import Run
 from runstream.workspace import Workspace
 
@@ -56,11 +58,18 @@ def _pump(stream: IO[bytes], lines: deque[str], tail: deque[str] | None) -> None
 
 
 def _watch_cancel(run: Run, canceled: threading.Event) -> None:
-    for update in run.subscribe(start="beginning"):  # from the start: a cancel before we looked counts too
-        event = getattr(update, "event", None)
-        if getattr(event, "status", None) == "Canceled":
-            canceled.set()
-            return
+    """Set ``canceled`` if the run ends Canceled (by anyone) while the script runs."""
+    from runstream.consumer.wait import final_status  # lazy, as the SDK's readers are
+
+    experiment = run._require_experiment()  # the package's own
+    settings, keys = experiment.workspace.settings, experiment.workspace.keys
+
+    async def watch() -> str:
+        async with connect(settings.redis_url) as client:
+            return await final_status(client, keys, run.id)
+
+    if get_logger().call(watch) == "Canceled":
+        canceled.set()
 
 
 def _stop(child: subprocess.Popen[bytes]) -> None:
