@@ -9,6 +9,7 @@ two cannot drift apart.
 from __future__ import annotations
 
 import asyncio
+import io
 import mimetypes
 from dataclasses import dataclass
 from typing import Any
@@ -243,8 +244,6 @@ async def upload_file(request: web.Request) -> web.Response:
 
 
 def _put(store: LocalArtifactStore, run_id: str, name: str, body: bytes) -> Any:
-    import io  # only uploads need it
-
     return store.put(run_id, name, io.BytesIO(body))
 
 

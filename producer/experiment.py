@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-from typing import cast
 
 from runstream.connection import connect
 from runstream.keys import check_identifier
@@ -70,12 +69,12 @@ class Experiment:
 
     def get_runs(self) -> list[Run]:
         """The experiment's runs, newest first (as the collector has indexed them)."""
-        key = self.workspace.keys.experiment_runs(self.name)
-        url = self.workspace.settings.redis_url
+        from runstream.consumer.reader import RecordReader  # the SDK reads lazily (DESIGN §1)
 
-        async def newest_first() -> list[bytes]:
-            async with connect(url) as client:
-                ids = await client.zrevrange(key, 0, -1)
-            return cast("list[bytes]", ids)  # RESP2 and bytes replies: a list of bytes
+        workspace = self.workspace
 
-        return [Run(self, run_id.decode()) for run_id in get_logger().call(newest_first, timeout=30)]
+        async def newest_first() -> list[str]:
+            async with connect(workspace.settings.redis_url) as client:
+                return await RecordReader(client, workspace.keys).runs(self.name)
+
+        return [Run(self, run_id) for run_id in get_logger().call(newest_first, timeout=30)]
