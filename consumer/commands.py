@@ -19,7 +19,7 @@ import click
 from runstream import Experiment, Run, ScriptRunConfig, Workspace
 from runstream.config import Settings
 from runstream.connection import connect
-from runstream.consumer.reader import RecordReader
+from runstream.consumer.reader import RecordReader, wait_for_record
 from runstream.consumer.subscribe import subscribe
 from runstream.consumer.updates import describe, to_json
 from runstream.consumer.wait import RunFailedError, wait_for_completion
@@ -30,6 +30,8 @@ __all__ = ["cancel_command", "runs_command", "show_command", "submit_command", "
 T = TypeVar("T")
 EXIT_CODES = {"Completed": 0, "Failed": 1, "Canceled": 2}
 EXIT_TIMEOUT, EXIT_UNKNOWN_RUN = 3, 4
+#: How long a command waits for a just-logged run's record before calling it unknown.
+RECORD_GRACE = 5.0
 
 
 def _with_reader(work: Callable[[RecordReader], Awaitable[T]]) -> T:
@@ -44,7 +46,7 @@ def _with_reader(work: Callable[[RecordReader], Awaitable[T]]) -> T:
 
 
 async def _require_run(reader: RecordReader, run_id: str) -> dict[str, str]:
-    meta = await reader.meta(run_id)
+    meta = await wait_for_record(reader, run_id, RECORD_GRACE)
     if not meta:
         click.echo(f"no run {run_id!r} in this workspace", err=True)
         sys.exit(EXIT_UNKNOWN_RUN)

@@ -28,6 +28,7 @@ __all__ = [
     "time_or_none",
     "unpack_values",
     "wait_applied",
+    "wait_for_record",
 ]
 
 #: One metric as ``get_metrics`` returns it (see the table in DESIGN §2).
@@ -205,6 +206,24 @@ async def collectors_alive(client: aioredis.Redis, keys: Keys, now: float) -> li
         if now - updated < COLLECTOR_STALE_AFTER:
             alive.append(reader.decode())
     return alive
+
+
+async def wait_for_record(reader: RecordReader, run_id: str, bound: float) -> dict[str, str]:
+    """The run's meta, waiting up to ``bound`` seconds for it to appear while a collector runs.
+
+    A run logged a moment ago may still sit in an ingest stream (its record is made
+    when a collector applies its first batch), so a command given its id right away
+    should not call it unknown.  Blocks on the run's live stream, which gets its
+    first entry with that batch; returns ``{}`` if no record appears.
+    """
+    meta = await reader.meta(run_id)
+    if meta or not await collectors_alive(reader.client, reader.keys, time.time()):
+        return meta
+    deadline = time.monotonic() + bound
+    while not meta and (left := deadline - time.monotonic()) > 0:
+        await reader.client.xread({reader.keys.live(run_id): "0-0"}, count=1, block=max(1, int(min(left, 0.5) * 1000)))
+        meta = await reader.meta(run_id)
+    return meta
 
 
 async def wait_applied(reader: RecordReader, run_id: str, producer: str, seq: int, bound: float) -> None:

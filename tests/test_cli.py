@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+import time
 from collections.abc import Callable
 
 import pytest
+import redis
 from click.testing import CliRunner
 
 from runstream import Experiment
@@ -14,6 +17,7 @@ from runstream.consumer.cli import main
 from runstream.consumer.subscribe import Resynced, Update
 from runstream.consumer.updates import describe, to_json
 from runstream.events import MetricsLogged
+from runstream.keys import Keys
 from tests.conftest import CollectorThread
 
 
@@ -57,6 +61,26 @@ class TestRunsAndShow:
         assert "status   Completed" in result.output
         assert "model=cnn" in result.output
         assert "loss: last 2.0  min 1.0  max 3.0  (3 points)" in result.output
+
+    def test_run_logged_a_moment_ago_is_not_unknown(
+        self, experiment: Experiment, start_collector: Callable[..., CollectorThread], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A run still in the ingest stream is waited for while a collector is alive, not called unknown."""
+        settings = experiment.workspace.settings
+        monkeypatch.setenv("RUNSTREAM_REDIS_URL", settings.redis_url)
+        monkeypatch.setenv("RUNSTREAM_WORKSPACE", settings.workspace)
+        with experiment.start_logging() as run:
+            run.log("loss", 1.0)
+        # The collector has reported (it is alive) but reaches the run's shard only later.
+        keys = Keys(settings.workspace, settings.key_prefix, settings.shards)
+        with redis.Redis.from_url(settings.redis_url) as client:
+            client.hset(keys.collectors(), "late", json.dumps({"updated_at": time.time()}))
+        threading.Timer(0.5, start_collector, [experiment.workspace], {"reader": "late"}).start()
+
+        result = CliRunner().invoke(main, ["show", run.id])
+
+        assert 0 == result.exit_code, result.output
+        assert "status   Completed" in result.output
 
     def test_unknown_run(self, cli: Experiment) -> None:
         result = CliRunner().invoke(main, ["show", "nope_1_00000000"])
