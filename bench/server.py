@@ -151,8 +151,9 @@ def fan_out(workspace: Workspace, base: str, subscribers: int, seconds: float, p
 def series_times(workspace: Workspace, points: int, max_points: int, repeats: int) -> tuple[list[float], list[float]]:
     """(client round trip, server time) in seconds of GET /metrics/loss?max_points= over ``points`` points."""
     run = Experiment(workspace, "bench-series").start_logging()
-    for i in range(points):
-        run.log("loss", (i % 1000) * 0.001 + (5.0 if i == points // 3 else 0.0))
+    for name in ("loss", "loss_b"):
+        for i in range(points):
+            run.log(name, (i % 1000) * 0.001 + (5.0 if i == points // 3 else 0.0))
     for i in range(100):
         run.log("tiny", float(i))
     run.complete(timeout=120)
@@ -181,9 +182,11 @@ def series_times(workspace: Workspace, points: int, max_points: int, repeats: in
                 async with session.get(url.replace("/loss?", "/tiny?")) as response:  # warms imports, connections
                     await response.read()
                 server_times.clear()
-                for _ in range(repeats + 1):  # the first is cold (fetch + decode), the rest hit the cache
+                # The first request is the server's first long series, the second another series'
+                # first read (fetch + decode), the rest hit the cache.
+                for i in range(repeats + 2):
                     start = time.perf_counter()
-                    async with session.get(url) as response:
+                    async with session.get(url.replace("/loss?", "/loss_b?") if i == 1 else url) as response:
                         body = await response.json()
                     times.append(time.perf_counter() - start)
                     if body["count"] != points or len(body["steps"]) > max_points:
@@ -250,15 +253,16 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"    {count:>5} subscribers          {p50 * 1e3:8.2f} ms  {p99 * 1e3:8.2f} ms  {len(latencies):>8}{target}"
         )
-    cold, warm = server_times[0], server_times[1:]
+    first, cold, warm = server_times[0], server_times[1], server_times[2:]
     print(f"  GET max_points={args.max_points} of {args.points:,} points")
-    print(f"    server time, first (fetch + decode)   {cold * 1e3:8.1f} ms")
+    print(f"    server time, first after start        {first * 1e3:8.1f} ms")
+    print(f"    server time, a series' first read     {cold * 1e3:8.1f} ms   (fetch + decode)  (target < 50 ms)")
     print(
         f"    server time, again (series cached)    {statistics.median(warm) * 1e3:8.1f} ms"
-        f"   ({min(warm) * 1e3:.1f} - {max(warm) * 1e3:.1f}, median of {len(warm)})  (target < 50 ms)"
+        f"   ({min(warm) * 1e3:.1f} - {max(warm) * 1e3:.1f}, median of {len(warm)})"
     )
     print(
-        f"    client round trip, again              {statistics.median(client_times[1:]) * 1e3:8.1f} ms"
+        f"    client round trip, again              {statistics.median(client_times[2:]) * 1e3:8.1f} ms"
         f"   (first {client_times[0] * 1e3:.1f})"
     )
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -158,14 +158,14 @@ async def metric_series(request: web.Request) -> web.Response:
     count = int(index[name]["count"])
     cache = request.app[SERIES_CACHE]
     arrays = cache.get(run_id, name, count)
-    packed = b""
+    parts: list[bytes] = []
     if arrays is None:
-        packed = await reader.packed(run_id, name)
-        arrays = series_arrays(packed)
+        parts = await reader.packed_parts(run_id, name)
+        arrays = series_arrays(parts)
         if arrays is not None and len(arrays[0]) == count:  # as counted: cache it under that count
             cache.put(run_id, name, count, arrays)
     if arrays is None:  # text values: the newest points, as they are
-        texts = unpack_values(packed)
+        texts = unpack_values(b"".join(parts))
         return _json(
             {
                 "name": name,
@@ -177,12 +177,13 @@ async def metric_series(request: web.Request) -> web.Response:
             }
         )
     steps, numbers, value_type = arrays
-    mask = np.ones(len(steps), dtype=bool)
-    if start is not None:
-        mask &= steps >= start
-    if end is not None:
-        mask &= steps <= end
-    steps, numbers = steps[mask], numbers[mask]
+    if start is not None or end is not None:
+        mask = np.ones(len(steps), dtype=bool)
+        if start is not None:
+            mask &= steps >= start
+        if end is not None:
+            mask &= steps <= end
+        steps, numbers = steps[mask], numbers[mask]
     keep = downsample_indices(steps, numbers, max_points)
     chosen = numbers[keep]
     values: list[Any] = (

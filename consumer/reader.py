@@ -125,13 +125,17 @@ class RecordReader:
         ids = cast("list[bytes]", await self.client.zrevrange(self.keys.experiment_runs(experiment), 0, -1))
         return [i.decode() for i in ids]
 
-    async def packed(self, run_id: str, name: str) -> bytes:
-        """A metric's packed series as stored (sealed chunks, then the tail)."""
+    async def packed_parts(self, run_id: str, name: str) -> list[bytes]:
+        """A metric's packed series as stored: the sealed items, then the tail (each whole chunks)."""
         async with self.client.pipeline(transaction=False) as pipe:
             _ = pipe.lrange(self.keys.metric_series(run_id, name), 0, -1)
             _ = pipe.get(self.keys.metric_tail(run_id, name))
             sealed, tail = await pipe.execute()
-        return b"".join(cast("list[bytes]", sealed)) + (cast("bytes | None", tail) or b"")
+        return [*cast("list[bytes]", sealed), *([tail] if tail else [])]
+
+    async def packed(self, run_id: str, name: str) -> bytes:
+        """A metric's packed series as one string."""
+        return b"".join(await self.packed_parts(run_id, name))
 
     async def series(self, run_id: str, name: str) -> Series:
         """A metric's packed series, decoded (steps, values, times)."""

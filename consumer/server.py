@@ -29,6 +29,7 @@ from runstream.artifacts import LocalArtifactStore
 from runstream.config import Settings
 from runstream.connection import SOCKET_TIMEOUT, connect
 from runstream.consumer.api import ROUTES
+from runstream.consumer.downsample import warm_up
 from runstream.consumer.openapi import openapi_document
 from runstream.consumer.reader import RecordReader
 from runstream.consumer.series_cache import SeriesCache
@@ -230,6 +231,7 @@ async def _redis_context(app: web.Application) -> AsyncIterator[None]:
         app[REDIS] = client
         app[READER] = RecordReader(client, keys)
         app[HUB] = FeedHub(client, keys, app[SETTINGS].client_queue)
+        warm_up()
         _log.info("server_ready", workspace=settings.workspace)
         yield
         await app[HUB].close()

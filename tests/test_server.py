@@ -318,6 +318,20 @@ class TestMetricsApi:
         assert [whole["values"][s] for s in small["steps"]] == small["values"]
         assert (list(range(100, 200)), whole["values"][100:200]) == (ranged["steps"], ranged["values"])
 
+    async def test_explicit_steps_and_mixed_number_types(self, api: Client, experiment: Experiment) -> None:
+        """Steps with small gaps, huge jumps and going back, and ints mixed with floats, come back as logged."""
+        steps = [0, 10, 15, 2**40, 2**40 + 1, 7]
+        values: list[float | int] = [1, 2.5, 3, 4.0, -5, 0.25]
+        run = await started(experiment)
+        for step, value in zip(steps, values, strict=True):
+            run.log("odd", value, step=step)
+            await asyncio.to_thread(run.flush)  # one batch each: a chunk per point, of each step mode
+        await asyncio.to_thread(run.complete)
+
+        series = await json_of(await api.get(f"/api/v1/runs/{run.id}/metrics/odd"))
+
+        assert (steps, [float(v) for v in values]) == (series["steps"], series["values"])
+
     async def test_non_finite_values_travel_as_strings(self, api: Client, experiment: Experiment) -> None:
         run = await started(experiment)
         for v in (1.5, math.nan, math.inf, -math.inf):
