@@ -104,11 +104,8 @@ async def run_events(request: web.Request) -> web.StreamResponse:
     async with sse_response(request) as stream:
         request.app[_STREAMS].add(stream)
         try:
-            async with request.app[HUB].join(run_id, start) as batches:
-                async for batch in batches:  # framed once per feed; one write per batch
-                    await stream.write(b"".join(m.wire for m in batch))
-                    if batch[-1].final:
-                        break
+            if request.transport is not None:  # None: the client is already gone
+                await request.app[HUB].stream(run_id, start, stream, request.transport)
         finally:
             request.app[_STREAMS].discard(stream)
     return stream
@@ -230,7 +227,7 @@ async def _redis_context(app: web.Application) -> AsyncIterator[None]:
     async with _server_client(settings.redis_url) as client:
         app[REDIS] = client
         app[READER] = RecordReader(client, keys)
-        app[HUB] = FeedHub(client, keys, app[SETTINGS].client_queue)
+        app[HUB] = FeedHub(client, keys, app[SETTINGS].client_buffer)
         warm_up()
         _log.info("server_ready", workspace=settings.workspace)
         yield

@@ -19,14 +19,15 @@ class ServerSettings:
         workspace: the workspace settings (Redis, key names, data folder with the files).
         host, port: where to listen.
         tokens: bearer tokens that may read; empty: no authentication.
-        client_queue: SSE messages a client may have waiting before it is dropped.
+        client_buffer: bytes of SSE messages that may wait unsent for one client (its
+            connection not keeping up) before it is dropped.
     """
 
     workspace: Settings
     host: str = "127.0.0.1"
     port: int = 8080
     tokens: frozenset[str] = field(default=frozenset(), repr=False)
-    client_queue: int = 1000
+    client_buffer: int = 1024 * 1024
 
     def __repr__(self) -> str:
         return (

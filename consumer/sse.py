@@ -1,17 +1,18 @@
 """Server-sent events: one Redis reader per watched run, fanned out to its clients.
 
-A :class:`RunFeed` XREAD-BLOCKs on a run's live stream and serialises each entry's
-updates once, for all of the run's clients.  Each client has a bounded queue; a
-client that falls that far behind (a stalled connection) is dropped, by cancelling
-its handler, and never slows the feed or the other clients.  A client resuming with
-``Last-Event-ID`` first reads what it missed straight from the stream, then joins
-the feed, skipping what it has already sent.
+A :class:`RunFeed` XREAD-BLOCKs on a run's live stream, frames each reply's updates
+once, and writes them to every client that has caught up, straight to its socket's
+transport: a delivery costs one write, not a queue hop and a task switch, which is
+what lets one process serve a thousand watchers of a run.  A client whose unsent
+bytes pass ``client_buffer`` (a stalled connection) is dropped, by cancelling its
+handler, and never slows the feed or the other clients.  A client resuming with
+``Last-Event-ID`` first gets what it missed straight from the stream, with what the
+feed brought meanwhile held for it, then goes live.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any, Final, cast
 
 import redis.asyncio as aioredis
 import structlog
+from aiohttp_sse import EventSourceResponse
 
 from runstream.codec import decode_payload
 from runstream.consumer.subscribe import Resynced, Update, _id_tuple, missed_after
@@ -31,6 +33,7 @@ __all__ = ["FeedHub", "Message"]
 
 _log = structlog.get_logger("runstream.sse")
 BLOCK_MS: Final = 1000
+RETRY: Final = b"retry: 1000\n\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +77,23 @@ def entry_messages(entry_id: str, fields: dict[bytes, bytes]) -> list[Message]:
 
 @dataclass(eq=False)
 class Client:
-    """One SSE connection: its queue, and the task serving it (cancelled when dropped)."""
+    """One SSE connection.
 
-    queue: asyncio.Queue[Message]
+    Until it has caught up (the history it asked for, then what the feed queued
+    meanwhile in ``backlog``) its handler writes to it; from then on (``live``) the
+    feed writes each message to it directly, once for all clients, with no queue or
+    task switch per client.  ``done`` resolves when the run ended or it was dropped.
+    """
+
+    response: EventSourceResponse
+    transport: asyncio.Transport
     task: asyncio.Task[Any] | None
-    dropped: bool = False
+    done: asyncio.Future[None]
+    chunked: bool  # the response's body goes in HTTP/1.1 chunks (not so for an HTTP/1.0 client)
+    backlog: list[Message] = field(default_factory=list)
+    backlog_bytes: int = 0
+    live: bool = False
+    sent: tuple[int, int] = (0, 0)  # the newest stream id written by the handler (history may pass the feed)
 
 
 @dataclass(eq=False)
@@ -91,12 +106,16 @@ class RunFeed:
 
 
 class FeedHub:
-    """All run feeds of one server."""
+    """All run feeds of one server.
 
-    def __init__(self, client: aioredis.Redis, keys: Keys, queue_size: int) -> None:
+    ``client_buffer`` is how many bytes may wait, unsent, for one client (its socket
+    not keeping up, or its catching up not done) before it is dropped.
+    """
+
+    def __init__(self, client: aioredis.Redis, keys: Keys, client_buffer: int) -> None:
         self.client = client
         self.keys = keys
-        self.queue_size = queue_size
+        self.client_buffer = client_buffer
         self.feeds: dict[str, RunFeed] = {}
         self.dropped = 0
         self._tasks: set[asyncio.Task[None]] = set()  # every feed task, until it ends
@@ -107,10 +126,35 @@ class FeedHub:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    @contextlib.asynccontextmanager
-    async def join(self, run_id: str, start: str) -> AsyncIterator[AsyncIterator[list[Message]]]:
-        """Messages of the run after stream id ``start`` ("$" = from now): history, then live."""
-        client = Client(asyncio.Queue(self.queue_size), asyncio.current_task())
+    async def stream(
+        self, run_id: str, start: str, response: EventSourceResponse, transport: asyncio.Transport
+    ) -> None:
+        """Write the run's messages after stream id ``start`` ("$" = from now) to ``response``:
+        history, then live, until the run ends or the client is dropped."""
+        # Sends the headers (the feed writes to the transport itself, after them) and asks
+        # browsers to reconnect after 1 s rather than their default 3 s.
+        await response.write(RETRY)
+        loop = asyncio.get_running_loop()
+        client = Client(response, transport, asyncio.current_task(), loop.create_future(), response.chunked)
+        feed = await self._feed(run_id)
+        feed.clients.add(client)
+        try:
+            if await self._catch_up(client, run_id, start):
+                client.live = True  # no await since the backlog was found empty: nothing slipped by
+                # Also ends when the connection does (its pings fail) or the server stops streaming.
+                closed = asyncio.ensure_future(response.wait())
+                try:
+                    await asyncio.wait((client.done, closed), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    closed.cancel()
+        finally:
+            feed.clients.discard(client)
+            if not feed.clients and self.feeds.get(run_id) is feed:
+                # Not cancelled: a cancelled blocking read can wedge the Redis client. The
+                # feed sees it has no clients after its current read (BLOCK_MS) and ends.
+                del self.feeds[run_id]
+
+    async def _feed(self, run_id: str) -> RunFeed:
         feed = self.feeds.get(run_id)
         if feed is None:
             # The feed's start is fixed before any client reads history, so history read
@@ -123,35 +167,28 @@ class FeedHub:
                 feed.task = asyncio.create_task(self._read(feed, start_id), name=f"feed-{run_id}")
                 self._tasks.add(feed.task)
                 feed.task.add_done_callback(self._tasks.discard)
-        feed.clients.add(client)
-        try:
-            yield self._messages(client, run_id, start)
-        finally:
-            feed.clients.discard(client)
-            if not feed.clients and self.feeds.get(run_id) is feed:
-                # Not cancelled: a cancelled blocking read can wedge the Redis client. The
-                # feed sees it has no clients after its current read (BLOCK_MS) and ends.
-                del self.feeds[run_id]
+        return feed
 
-    async def _messages(self, client: Client, run_id: str, start: str) -> AsyncIterator[list[Message]]:
-        """Batches of messages: all that is waiting is written to the client in one go."""
+    async def _catch_up(self, client: Client, run_id: str, start: str) -> bool:
+        """Write the history after ``start``, then the backlog; False if the run ended meanwhile."""
         last = (0, 0)
         if start != "$":  # catch up from the stream itself, then follow the feed
             async for batch in self._history(run_id, start):
-                yield batch
+                await client.response.write(b"".join(m.wire for m in batch))
                 if batch[-1].final:
-                    return
+                    return False
                 last = _id_tuple(batch[-1].id)
             last = max(last, _id_tuple(start.partition("/")[0]))
-        while True:
-            waiting = [await client.queue.get()]
-            while not client.queue.empty():
-                waiting.append(client.queue.get_nowait())
-            batch = _until_final([m for m in waiting if start == "$" or _id_tuple(m.id) > last])
+        while client.backlog:
+            waiting, client.backlog, client.backlog_bytes = client.backlog, [], 0
+            batch = _until_final([m for m in waiting if _id_tuple(m.id) > last])
             if batch:
-                yield batch
+                await client.response.write(b"".join(m.wire for m in batch))
                 if batch[-1].final:
-                    return
+                    return False
+                last = _id_tuple(batch[-1].id)
+        client.sent = last
+        return True
 
     async def _history(self, run_id: str, start: str) -> AsyncIterator[list[Message]]:
         """What the stream holds after ``start`` ("<id>" or "<id>/<k>"), a batch per entry."""
@@ -184,23 +221,60 @@ class FeedHub:
         live = self.keys.live(feed.run_id)
         while feed.clients:
             reply = await self.client.xread({live: last}, count=256, block=BLOCK_MS)
+            messages: list[Message] = []
             for _, entries in cast("list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]", reply or []):
                 for raw_id, fields in entries:
                     last = raw_id
-                    for message in entry_messages(raw_id.decode(), fields):
-                        self._fan_out(feed, message)
+                    messages.extend(entry_messages(raw_id.decode(), fields))
+            if messages:
+                self._fan_out(feed, _until_final(messages))
 
-    def _fan_out(self, feed: RunFeed, message: Message) -> None:
+    def _fan_out(self, feed: RunFeed, batch: list[Message]) -> None:
+        """Write ``batch`` to each live client; queue it for the others.
+
+        The bytes are framed once (SSE, then the HTTP chunk) and go straight to each
+        client's transport: one buffered write each, which never blocks (a transport
+        that has ``client_buffer`` bytes waiting means a client that is dropped).
+        """
+        data, final, first = b"".join(m.wire for m in batch), batch[-1].final, _id_tuple(batch[0].id)
+        chunk = _http_chunk(data)
         for client in list(feed.clients):
-            try:
-                client.queue.put_nowait(message)
-            except asyncio.QueueFull:
+            if client.done.done():
+                continue
+            if not client.live:
+                client.backlog.extend(batch)
+                client.backlog_bytes += len(data)
+                if client.backlog_bytes > self.client_buffer:
+                    self._drop(feed, client, client.backlog_bytes)
+                continue
+            if client.transport.is_closing():  # the client went away: its handler ends
                 feed.clients.discard(client)
-                client.dropped = True
-                self.dropped += 1
-                _log.warning("sse_client_dropped", run_id=feed.run_id, queued=client.queue.qsize())
-                if client.task is not None:
-                    client.task.cancel()
+                client.done.set_result(None)
+                continue
+            if (waiting := client.transport.get_write_buffer_size()) > self.client_buffer:
+                self._drop(feed, client, waiting)
+                continue
+            payload = chunk if client.chunked else data
+            if first <= client.sent:  # the handler's history went past the feed: skip what it sent
+                fresh = b"".join(m.wire for m in batch if _id_tuple(m.id) > client.sent)
+                if not fresh:
+                    continue
+                payload = _http_chunk(fresh) if client.chunked else fresh
+            client.transport.write(payload)
+            if final:
+                client.done.set_result(None)
+
+    def _drop(self, feed: RunFeed, client: Client, waiting: int) -> None:
+        feed.clients.discard(client)
+        self.dropped += 1
+        _log.warning("sse_client_dropped", run_id=feed.run_id, waiting_bytes=waiting)
+        if client.task is not None:
+            client.task.cancel()
+
+
+def _http_chunk(data: bytes) -> bytes:
+    """``data`` as one chunk of an HTTP/1.1 chunked body."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
 
 
 def _until_final(messages: list[Message]) -> list[Message]:

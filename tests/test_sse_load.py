@@ -2,7 +2,7 @@
 
 The server (``create_app`` on an AppRunner, in the test's loop) follows the run with one
 Redis reader; the stalled client (a raw socket that sends its request and never reads)
-must be dropped once its queue of ``client_queue`` messages is full, while the 500 others
+must be dropped once ``client_buffer`` bytes wait unsent for it, while the 500 others
 receive every update in order, and the process's memory stays within a per-client bound.
 """
 
@@ -25,7 +25,7 @@ from runstream.consumer.server import ServerSettings, create_app
 from tests.conftest import CollectorThread
 
 CLIENTS = 500
-QUEUE = 50
+BUFFER = 150_000  # bytes: about 50 messages
 MAX_BATCHES = 1000  # live entries (one per flush), at most: logging stops soon after the drop
 AFTER_DROP = 30  # batches logged after the stalled client was dropped
 POINTS_PER_BATCH = 150  # about 3 kB of JSON per message
@@ -49,7 +49,7 @@ async def server(
     drop then comes within this test's few hundred messages, as it would later in production.
     """
     start_collector(experiment.workspace)
-    app = create_app(ServerSettings(workspace=experiment.workspace.settings, client_queue=QUEUE))
+    app = create_app(ServerSettings(workspace=experiment.workspace.settings, client_buffer=BUFFER))
     runner = web.AppRunner(app)
     await runner.setup()
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -187,7 +187,7 @@ class TestSseLoad:
         assert figures["dropped"] >= 1
         assert 0 == figures["clients"]
         assert stalled_got < total * 20  # it was cut off, far short of the whole run
-        # Per client the server holds at most QUEUE messages (~3 kB, shared between clients) and
-        # a write buffer drained at 64 kB; the 500 clients' own read buffers live here too.
-        # 500 * (64 kB + 64 kB) = 64 MB is the bound on growth after they all connected.
+        # Per client the server holds at most BUFFER unsent bytes (only one that lags has any);
+        # the 500 clients' own read buffers (64 kB each) live in this process too: 64 MB bounds
+        # the growth after they all connected.
         assert peak - baseline < 64 * 1024 * 1024, f"RSS grew by {(peak - baseline) / 2**20:.1f} MiB"  # ~20 MiB seen
