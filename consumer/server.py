@@ -11,6 +11,9 @@ the cookie); errors are JSON ``{"error": {"status", "message"}}``.
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import gzip
 import hmac
 import re
 from collections import Counter
@@ -177,8 +180,27 @@ def _page(name: str) -> Handler:
     return page
 
 
+@functools.cache
+def _plotly_gzip() -> bytes:
+    return gzip.compress(PLOTLY_JS.read_bytes(), compresslevel=6)
+
+
 async def plotly_js(request: web.Request) -> web.StreamResponse:
-    return web.FileResponse(PLOTLY_JS, headers={"Content-Type": "application/javascript"})
+    """plotly.min.js (4.6 MB; 1.4 MB gzipped, compressed once), cached by browsers for a
+    week and revalidated by the plotly version."""
+    etag = f'"plotly-{plotly.__version__}"'
+    headers = {
+        "Content-Type": "application/javascript",
+        "Cache-Control": "public, max-age=604800",
+        "ETag": etag,
+        "Vary": "Accept-Encoding",
+    }
+    if request.headers.get("If-None-Match") == etag:
+        return web.Response(status=304, headers=headers)
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        body = await asyncio.to_thread(_plotly_gzip)
+        return web.Response(body=body, headers=headers | {"Content-Encoding": "gzip"})
+    return web.FileResponse(PLOTLY_JS, headers=headers)
 
 
 def create_app(settings: ServerSettings) -> web.Application:

@@ -416,6 +416,23 @@ class TestFilesApi:
         await asyncio.to_thread(run.complete)
 
 
+class TestAssets:
+    """Every asset comes from the server; the 4.6 MB charting library goes compressed and is cached."""
+
+    async def test_plotly_is_gzipped_and_cacheable(self, api: Client) -> None:
+        plain = await api.get("/static/vendor/plotly.min.js", headers={"Accept-Encoding": "identity"})
+        packed = await api.get("/static/vendor/plotly.min.js", headers={"Accept-Encoding": "gzip, deflate"})
+        body, inflated = await plain.read(), await packed.read()  # the client inflates the gzipped body
+        again = await api.get("/static/vendor/plotly.min.js", headers={"If-None-Match": packed.headers["ETag"]})
+
+        assert (200, 200, 304) == (plain.status, packed.status, again.status)
+        assert "gzip" == packed.headers["Content-Encoding"]
+        assert int(packed.headers["Content-Length"]) < len(body) / 2
+        assert body.startswith(b"/**") and len(body) > 1_000_000
+        assert "max-age" in packed.headers["Cache-Control"]
+        assert inflated == body
+
+
 class TestErrors:
     """Errors are JSON with a status a client can act on; nothing outside a run's folder is served."""
 
