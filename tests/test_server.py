@@ -428,7 +428,7 @@ class TestAssets:
         assert (200, 200, 304) == (plain.status, packed.status, again.status)
         assert "gzip" == packed.headers["Content-Encoding"]
         assert int(packed.headers["Content-Length"]) < len(body) / 2
-        assert body.startswith(b"/**") and len(body) > 1_000_000
+        assert len(body) > 1_000_000
         assert "max-age" in packed.headers["Cache-Control"]
         assert inflated == body
 
