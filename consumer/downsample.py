@@ -42,12 +42,20 @@ def downsample_indices(
         y[~finite] = np.interp(np.flatnonzero(~finite), np.flatnonzero(finite), values[finite])
     room = max_points - 4  # the first, last, minimum and maximum are added back
     sampler = MinMaxLTTBDownsampler()  # type: ignore[no-untyped-call]  # tsdownsample ships no annotations
-    if bool(np.all(np.diff(steps) >= 0)):
-        chosen = sampler.downsample(steps, y, n_out=room)
-    else:  # steps out of order: sample by position
-        chosen = sampler.downsample(y, n_out=room)
+    # Steps out of order (logged going back): sampled by position instead.
+    chosen = sampler.downsample(steps, y, n_out=room) if _ascending(steps) else sampler.downsample(y, n_out=room)
     extra = np.array([0, n - 1, int(np.argmax(y)), int(np.argmin(y))], dtype=np.intp)
     return np.unique(np.concatenate([chosen.astype(np.intp), extra]))
+
+
+def _ascending(steps: npt.NDArray[np.int64], block: int = 65_536) -> bool:
+    """Whether ``steps`` never decrease, checked a block at a time: a million-point
+    comparison at once would allocate megabytes, and fresh pages cost more than the work."""
+    pairs = len(steps) - 1  # compared: steps[k + 1] >= steps[k] for k < pairs
+    return all(
+        bool(np.all(steps[i + 1 : min(i + block, pairs) + 1] >= steps[i : min(i + block, pairs)]))
+        for i in range(0, pairs, block)
+    )
 
 
 def series_arrays(parts: Sequence[bytes]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], str] | None:
@@ -68,9 +76,11 @@ def series_arrays(parts: Sequence[bytes]) -> tuple[npt.NDArray[np.int64], npt.ND
     at = 0
     for part, (kind, mode, n, _, step0, stride, offset) in chunks:
         end = at + n
-        if mode == b"a":
-            np.multiply(np.arange(n, dtype=np.int64), stride, out=steps[at:end])
-            steps[at:end] += step0
+        if mode == b"a":  # step0, step0 + stride, ...: a cumulative sum, computed in place
+            run = steps[at:end]
+            run.fill(stride)
+            run[0] = step0
+            np.cumsum(run, out=run)
         elif mode == b"d":
             np.cumsum(np.frombuffer(part, "<i4", n, offset), dtype=np.int64, out=steps[at:end])
             steps[at:end] += step0

@@ -332,6 +332,21 @@ class TestMetricsApi:
 
         assert (steps, [float(v) for v in values]) == (series["steps"], series["values"])
 
+    async def test_steps_going_back_are_downsampled_by_position(self, api: Client, experiment: Experiment) -> None:
+        n = 5000
+        run = await started(experiment)
+        for i in range(n):
+            run.log("back", float(i % 7), step=n - i)  # steps count down
+        await asyncio.to_thread(run.complete)
+
+        small = await json_of(await api.get(f"/api/v1/runs/{run.id}/metrics/back", params={"max_points": "100"}))
+
+        assert (n, True) == (small["count"], small["downsampled"])
+        assert len(small["steps"]) <= 100
+        assert (n, 1) == (small["steps"][0], small["steps"][-1])  # first and last as logged
+        assert small["steps"] == sorted(small["steps"], reverse=True)  # logging order kept
+        assert {0.0, 6.0} <= set(small["values"])
+
     async def test_non_finite_values_travel_as_strings(self, api: Client, experiment: Experiment) -> None:
         run = await started(experiment)
         for v in (1.5, math.nan, math.inf, -math.inf):
