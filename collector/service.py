@@ -111,6 +111,8 @@ class Collector:
         self._caught_up: set[int] = set()  # owned shards whose last read found no backlog
         self._share = self.keys.shards  # shards to keep while another collector has fewer (_balance)
         self._wanted = False  # whether a live collector holds fewer than its share
+        # Set (and replaced) when we may hold more shards than we do: a collector left.
+        self._look = asyncio.Event()
         self._log = _log.bind(reader=settings.reader, workspace=self.keys.workspace)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -138,7 +140,8 @@ class Collector:
                 if now >= renew_at:
                     owned, renew_at = await self._check_lease(shard, owned, now, log)
                 if not owned:
-                    await _wait(stop, self.settings.lease_ttl / 3)
+                    if await _wait(stop, self.settings.lease_ttl / 3, self._look):
+                        renew_at = 0.0  # our share grew: look at the lease now, sat out or not
                     continue
                 entries = await self._read(stream, ">")
                 (self._caught_up.add if len(entries) < self.settings.count else self._caught_up.discard)(shard)
@@ -352,6 +355,9 @@ class Collector:
                     others.append(len(report["shards"]))
         self._share = -(-self.keys.shards // (1 + len(others)))
         self._wanted = any(held < self._share for held in others)
+        if not self._wanted and len(self.stats.shards) < self._share:
+            self._look.set()  # wakes the loops of the shards we do not hold
+            self._look = asyncio.Event()
 
     async def report(self, *, log: bool = True) -> CollectorStats:
         """Refresh the lag per owned shard, publish the counters to Redis (and the log)."""
@@ -370,11 +376,16 @@ class Collector:
         return self.stats
 
 
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    """Sleep ``seconds``, or less if ``stop`` is set meanwhile."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await stop.wait()
+async def _wait(stop: asyncio.Event, seconds: float, look: asyncio.Event | None = None) -> bool:
+    """Sleep ``seconds``, or less if ``stop`` (or ``look``) is set meanwhile; whether ``look`` was."""
+    events = [stop] if look is None else [stop, look]
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    return look is not None and look.is_set()
 
 
 def _dead_letter(stream: str, entry_id: bytes, reason: str, fields: dict[bytes, bytes]) -> dict[str | bytes, Any]:
