@@ -6,6 +6,7 @@ Each command lives beside the code it drives (``runstream collector`` in
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import click
@@ -42,16 +43,24 @@ for command in (
     main.add_command(command)
 
 
-@main.command("serve", context_settings={"ignore_unknown_options": True}, add_help_option=False)
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def serve(args: tuple[str, ...]) -> None:
-    """Serve the REST API, live updates and the web pages (needs the `server` extra)."""
-    # Before numpy is imported: a long series' arrays are fresh memory on each first read,
-    # and faulting them in as transparent huge pages costs ~2x plain pages (compaction).
-    os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
-    try:
-        from runstream.consumer.server import serve_command  # aiohttp only when serving
-    except ImportError as exc:
-        message = f"runstream serve needs the server extra: pip install 'runstream[server]' ({exc})"
-        raise click.ClickException(message) from exc
-    serve_command.main(list(args), prog_name="runstream serve", standalone_mode=True)
+def _lazy(name: str, module: str, attribute: str, summary: str) -> None:
+    """A command whose module loads only when it runs (aiohttp and numpy are the `server` extra)."""
+
+    @main.command(name, help=summary, context_settings={"ignore_unknown_options": True}, add_help_option=False)
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def passthrough(args: tuple[str, ...]) -> None:
+        # Before numpy is imported: a long series' arrays are fresh memory on each first
+        # read, and faulting them in as transparent huge pages costs ~2x plain pages.
+        os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
+        try:
+            command = getattr(importlib.import_module(module), attribute)
+        except ImportError as exc:
+            message = f"runstream {name} needs the server extra: pip install 'runstream[server]' ({exc})"
+            raise click.ClickException(message) from exc
+        command.main(list(args), prog_name=f"runstream {name}", standalone_mode=True)
+
+
+_lazy("serve", "runstream.consumer.server", "serve_command", "Serve the REST API, live updates and the web pages.")
+_lazy("up", "runstream.consumer.embedded", "up_command", "Start Redis, a collector and the server here, until Ctrl-C.")
+_lazy("down", "runstream.consumer.embedded", "down_command", "Stop the `runstream up` of this folder.")
+_lazy("demo", "runstream.consumer.demo", "demo_command", "Run a small training sweep and show it live.")

@@ -160,7 +160,11 @@ class RecordReader:
             return files[0] if len(files) == 1 else files
         table: dict[str, list[Value]] = {}
         for item in items:
-            for column, column_values in msgpack.unpackb(item, raw=False).items():
+            try:
+                rows = msgpack.unpackb(item, raw=False)
+            except (ValueError, msgpack.UnpackException):
+                continue  # an image's file name: another process logged the name as an image
+            for column, column_values in rows.items() if isinstance(rows, dict) else ():
                 table.setdefault(column, []).extend(column_values)
         return table
 

@@ -24,7 +24,7 @@ from runstream.connection import mask_url
 from runstream.errors import ConfigError
 from runstream.keys import DEFAULT_PREFIX, DEFAULT_SHARDS, check_identifier
 
-__all__ = ["CONFIG_FILE", "DATA_DIR_NAME", "INSTANCE_FILE", "Settings"]
+__all__ = ["CONFIG_FILE", "DATA_DIR_NAME", "INSTANCE_FILE", "Instance", "Settings", "read_instance"]
 
 DATA_DIR_NAME: Final = ".runstream"
 CONFIG_FILE: Final = "config.json"
@@ -116,11 +116,15 @@ class Settings:
         values.setdefault("data_dir", str(data_dir))
         values.update({key: env[var] for var, key in _ENV.items() if env.get(var)})
         if not values.get("redis_url"):
-            instance = Path(values["data_dir"]) / INSTANCE_FILE
-            if instance.is_file():
-                recorded = _read_json(instance)
-                values["redis_url"] = recorded.get("redis_url")
-                values.setdefault("server_url", recorded.get("server_url"))
+            instance = read_instance(Path(values["data_dir"]))
+            if instance is not None and not instance.alive():
+                raise ConfigError(
+                    f"the `runstream up` recorded in {values['data_dir']} is not running (pid {instance.pid}):"
+                    " start it again with `runstream up` in that folder"
+                )
+            if instance is not None:
+                values["redis_url"] = instance.redis_url
+                values.setdefault("server_url", instance.server_url)
         if not values.get("redis_url"):
             raise ConfigError(
                 "no Redis to log to: run `runstream up` in this folder to start the embedded one,"
@@ -136,6 +140,40 @@ class Settings:
     def with_changes(self, **changes: Any) -> Self:
         """A copy with some settings changed (tests and the CLI tune the logger this way)."""
         return replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """What ``runstream up`` records: where its Redis and server are, and which process runs them."""
+
+    redis_url: str
+    server_url: str
+    pid: int
+
+    def alive(self) -> bool:
+        """Whether the recording process still runs."""
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # another user's process: it runs
+            return True
+        try:  # Linux: a zombie (ended, its parent has not reaped it yet) runs no more
+            return Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+        except (OSError, IndexError):
+            return True
+
+
+def read_instance(data_dir: Path) -> Instance | None:
+    """The instance recorded in ``data_dir`` (running or not: see ``alive``), if any."""
+    path = data_dir / INSTANCE_FILE
+    if not path.is_file():
+        return None
+    recorded = _read_json(path)
+    try:
+        return Instance(str(recorded["redis_url"]), str(recorded["server_url"]), int(recorded["pid"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{path} is not a record of `runstream up`: {exc!r}") from exc
 
 
 def _find_config(start: Path | None) -> Path | None:

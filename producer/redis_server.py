@@ -35,9 +35,12 @@ class RedisServer:
     Args:
         folder: where the server keeps its files (AOF, log); a temp folder by default.
         port: the port to listen on (a free one by default; kept across restarts).
-        appendonly: persist every write to an AOF with ``appendfsync always``, so a
-            killed server comes back with everything it acknowledged.
+        appendonly: persist every write to an AOF, so a killed server comes back with
+            what it acknowledged (all of it with ``appendfsync="always"``; with
+            ``"everysec"`` a crash of the machine, not of the server, may lose a second).
         args: more ``redis-server`` arguments.
+        detached: run in a session of its own, so a Ctrl-C meant for its owner does not
+            reach it and the owner shuts it down last, in order.
     """
 
     def __init__(
@@ -46,8 +49,10 @@ class RedisServer:
         *,
         port: int | None = None,
         appendonly: bool = False,
+        appendfsync: str = "always",
         args: tuple[str, ...] = (),
         executable: str | None = None,
+        detached: bool = False,
     ) -> None:
         found = executable or shutil.which("redis-server")
         if found is None:
@@ -57,7 +62,9 @@ class RedisServer:
         self.folder = folder or Path(tempfile.mkdtemp(prefix="runstream-redis-"))
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.appendfsync = appendfsync
         self.args = args
+        self.detached = detached
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -69,7 +76,9 @@ class RedisServer:
         return self._process.pid if self._process else None
 
     def _command(self) -> list[str]:
-        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.appendonly else ["--appendonly", "no"]
+        persistence = (
+            ["--appendonly", "yes", "--appendfsync", self.appendfsync] if self.appendonly else ["--appendonly", "no"]
+        )
         return [
             self.executable,
             "--port", str(self.port),
@@ -85,7 +94,9 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> Self:
         """Start the server and wait until it answers PING."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._process = subprocess.Popen(self._command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603  # our own argv
+        self._process = subprocess.Popen(  # noqa: S603  # our own argv
+            self._command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=self.detached
+        )
         deadline = time.monotonic() + timeout
         while not self.ping():
             if self._process.poll() is not None or time.monotonic() > deadline:

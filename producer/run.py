@@ -118,7 +118,8 @@ class Run:
         self._append: Callable[[Item], None] = logger.queue.append
         self._pipe: _Pipe = logger
         self._store: ArtifactStore = workspace.artifacts
-        self._names: set[str] = set()
+        self._names: set[str] = set()  # names logged with log(): a fast check on the hot path
+        self._kinds: dict[str, str] = {}  # the other names: "series", "table" or "image"
         self._image_counts: dict[str, int] = {}
         self._finished = False
 
@@ -170,7 +171,7 @@ class Run:
         except TypeError:  # unhashable: check_name says what is wrong with it
             known = False
         if not known:
-            self._names.add(check_name(name))
+            self._names.add(self._claim(check_name(name), "series"))
         if value.__class__ is not float:
             value = check_value(name, value)
         if step is not None:
@@ -178,6 +179,15 @@ class Run:
         self._append((self._index, name, value, step))
         if self._pipe.attention:
             self._pipe.attend()
+
+    def _claim(self, name: str, kind: str) -> str:
+        """``name``, if it is not a metric of another kind already (a table and an image of
+        one name could not be read back as either)."""
+        known = "series" if name in self._names else self._kinds.get(name, kind)
+        if known != kind:
+            raise ValueError(f"metric {name!r} is a {known} in this run; it cannot also be a {kind}")
+        self._kinds[name] = kind
+        return name
 
     def _emit(self, event: Event) -> None:
         self._append((self._index, event))
@@ -188,17 +198,17 @@ class Run:
 
     def log_list(self, name: str, value: Any, description: str = "") -> None:
         """Log a list of values (a second call appends)."""
-        name = check_name(name)
+        name = self._claim(check_name(name), "series")
         self._emit(ListLogged(name, check_values(name, value), _now()))
 
     def log_row(self, name: str, description: str | None = None, **kwargs: Any) -> None:
         """Log one row of a table (``run.log_row("Y over X", x=1, y=0.4)``)."""
-        name = check_name(name)
+        name = self._claim(check_name(name), "table")
         self._emit(RowLogged(name, check_row(name, kwargs), _now()))
 
     def log_table(self, name: str, value: Any, description: str = "") -> None:
         """Log a table: a dict of column name to equal-length lists (a second call appends rows)."""
-        name = check_name(name)
+        name = self._claim(check_name(name), "table")
         self._emit(TableLogged(name, check_table(name, value), _now()))
 
     def log_image(
@@ -212,7 +222,7 @@ class Run:
             ValueError: neither or both of ``path`` and ``plot``, or no file at ``path``.
             TypeError: ``plot`` cannot ``savefig``.
         """
-        name = check_name(name, "image")
+        name = self._claim(check_name(name, "image"), "image")
         if (path is None) == (plot is None):
             raise ValueError(f"image {name!r}: give exactly one of path= or plot=")
         if path is not None:
@@ -541,6 +551,7 @@ class OfflineRun(Run):
         self._pipe = self._recorder
         self._store = _OfflineFiles()
         self._names = set()
+        self._kinds = {}
         self._image_counts = {}
         self._finished = False
 

@@ -239,3 +239,44 @@ class TestRefusedPointsLeaveNoGap:
 
         assert list(range(len(BAD_CALLS))) == points
         assert {"RunStarted", "MetricsLogged", "StatusChanged"} == kinds
+
+
+KINDS_OF_CALLS: dict[str, Callable[[Run, Path], object]] = {
+    "log": lambda run, _: run.log("m", 1.0),
+    "log_list": lambda run, _: run.log_list("m", [1.0, 2.0]),
+    "log_row": lambda run, _: run.log_row("m", x=1, y=2),
+    "log_table": lambda run, _: run.log_table("m", {"x": [1]}),
+    "log_image": lambda run, folder: run.log_image("m", path=_file(folder)),
+}
+KIND_OF = {"log": "series", "log_list": "series", "log_row": "table", "log_table": "table", "log_image": "image"}
+
+
+class TestOneNameOneKind:
+    """A metric keeps the kind it was first logged as: a series, a table or an image of one
+    name could not be read back as any of them, so the second kind is refused at the call."""
+
+    @pytest.mark.parametrize(
+        ("first", "second"), [(a, b) for a in KIND_OF for b in KIND_OF if KIND_OF[a] != KIND_OF[b]]
+    )
+    def test_another_kind_is_refused(self, experiment: Experiment, tmp_path: Path, first: str, second: str) -> None:
+        run = experiment.start_logging()
+        KINDS_OF_CALLS[first](run, tmp_path)
+
+        with pytest.raises(ValueError, match=f"'m' is a {KIND_OF[first]} in this run") as refused:
+            KINDS_OF_CALLS[second](run, tmp_path)
+        run.complete()
+        logged = [e.TYPE for e in events_of(run) if getattr(e, "name", None) == "m"]
+
+        assert KIND_OF[second] in str(refused.value)
+        assert 1 == len(logged)
+
+    @pytest.mark.parametrize(
+        ("first", "second"), [("log", "log_list"), ("log_row", "log_table"), ("log_image", "log_image")]
+    )
+    def test_the_same_kind_goes_on(self, experiment: Experiment, tmp_path: Path, first: str, second: str) -> None:
+        run = experiment.start_logging()
+        KINDS_OF_CALLS[first](run, tmp_path)
+        KINDS_OF_CALLS[second](run, tmp_path)
+        run.complete()
+
+        assert 2 == len([e for e in events_of(run) if getattr(e, "name", None) == "m"])

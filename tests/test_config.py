@@ -7,6 +7,7 @@ explicitly (``env=``), so neither the developer's shell nor the working folder l
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -34,8 +35,10 @@ def write_config(folder: Path, content: object) -> Path:
 
 
 def write_instance(folder: Path, redis_url: str, server_url: str) -> Path:
-    """Write the record ``runstream up`` leaves in ``folder/.runstream/instance.json``."""
-    return write_json(folder / DATA_DIR_NAME / INSTANCE_FILE, {"redis_url": redis_url, "server_url": server_url})
+    """Write the record ``runstream up`` leaves in ``folder/.runstream/instance.json`` (this
+    process stands for the running ``up``)."""
+    record = {"redis_url": redis_url, "server_url": server_url, "pid": os.getpid()}
+    return write_json(folder / DATA_DIR_NAME / INSTANCE_FILE, record)
 
 
 def write_json(path: Path, content: object) -> Path:

@@ -74,6 +74,23 @@ class TestGetMetrics:
         assert {"loss": [1.0, 0.5, math.inf]} == run.get_metrics("loss")
         assert {} == run.get_metrics("absent")
 
+    def test_two_processes_giving_one_name_two_kinds(self, collected: Experiment, tmp_path: Path) -> None:
+        """Each process refuses a second kind, but two processes of one run cannot see each
+        other: the record keeps the first kind, and reading it does not fail."""
+        image = tmp_path / "roc.png"
+        image.write_bytes(b"\x89PNG")
+        run = collected.start_logging()
+        run.log_table("fit", {"x": [1, 2]})
+        run.flush()
+        other = Run(collected, run.id)  # as another process of the run would
+        other.log_image("fit", path=image)
+        other.flush()
+
+        metrics = run.get_metrics()
+        run.complete()
+
+        assert {"fit": {"x": [1, 2]}} == metrics
+
 
 class TestRunInfo:
     """Status, tags, properties, details and children read back from the record."""
