@@ -142,8 +142,11 @@ def _health(base: str) -> dict[str, Any]:
     return asyncio.run(get())
 
 
-def fan_out(workspace: Workspace, base: str, subscribers: int, seconds: float, processes: int) -> list[float]:
-    """Delivery latencies (seconds) of points logged every 20 ms, at ``subscribers`` clients."""
+def fan_out(
+    workspace: Workspace, base: str, subscribers: int, seconds: float, processes: int, rate: float = 1 / INTERVAL
+) -> list[float]:
+    """Delivery latencies (seconds) of points logged at ``rate`` per second (every 20 ms by
+    default; above 1,000/s, in bursts every millisecond), at ``subscribers`` clients."""
     run = Experiment(workspace, "bench-sse").start_logging()
     run.get_status()
     url = f"{base}/api/v1/runs/{run.id}/events"
@@ -158,11 +161,14 @@ def fan_out(workspace: Workspace, base: str, subscribers: int, seconds: float, p
         if time.monotonic() > deadline:
             raise RuntimeError("the subscribers did not all connect within 120 s")
         time.sleep(0.1)
-    points = int(seconds / INTERVAL)
+    points = int(seconds * rate)
+    burst = max(1, int(rate / 1000))  # points logged together, every max(1 ms, 1 / rate)
+    period = burst / rate
     next_at = time.monotonic()
-    for i in range(points):
-        run.log("sent_at", time.time(), step=i)
-        next_at += INTERVAL
+    for i in range(0, points, burst):
+        for step in range(i, min(points, i + burst)):
+            run.log("sent_at", time.time(), step=step)
+        next_at += period
         time.sleep(max(0.0, next_at - time.monotonic()))
     run.complete(timeout=60)
     latencies = [x for _ in workers for x in results.get(timeout=120)]
@@ -171,7 +177,8 @@ def fan_out(workspace: Workspace, base: str, subscribers: int, seconds: float, p
     per_client = len(latencies) / subscribers
     if per_client != points:
         print(f"  warning: {per_client:.1f} points per subscriber, {points} logged", file=sys.stderr)
-    return latencies[WARMUP * subscribers :] if len(latencies) > WARMUP * subscribers else latencies
+    warmup = int(WARMUP * INTERVAL * rate) * subscribers  # the first 0.2 s: connections settling
+    return latencies[warmup:] if len(latencies) > warmup else latencies
 
 
 # ------------------------------------------------------------ downsampled series
