@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing as mp
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -33,6 +34,7 @@ from runstream import Experiment, Workspace
 from runstream.connection import connect
 from runstream.consumer.subscribe import Update, subscribe
 from runstream.events import MetricsLogged
+from runstream.keys import Keys
 from runstream.redis_server import RedisServer
 
 __all__ = ["FULL", "QUICK", "Sizes", "Stack", "run_sections"]
@@ -348,39 +350,65 @@ def reading(st: Stack, sizes: Sizes) -> list[Row]:
 
 
 def scaling(redis_server: RedisServer, data_dir: Path, processes: int, points: int) -> float:
-    """Points/s applied by ``processes`` collector processes sharing 4 shards, from the first
-    point applied to the last (the ingest streams filled beforehand, 8 runs over the shards)."""
+    """Points/s applied by ``processes`` collector processes sharing the 4 ingest shards.
+
+    The collectors start first and share the shards out; then they are paused (SIGSTOP)
+    while 8 runs fill the shards, and the clock runs from their release (SIGCONT) to the
+    last point applied: the apply rate alone, not start-up or the producer's pace.
+    """
     workspace = Workspace(f"scale{processes}", redis_url=redis_server.url, data_dir=data_dir)
-    runs = [Experiment(workspace, "bench-scale").start_logging() for _ in range(8)]
-    for i in range(points):
-        runs[i % 8].log("loss", i * 0.5)
-    for run in runs:
-        run.complete(timeout=300)
-    client = redis.Redis.from_url(redis_server.url)
     keys = workspace.keys
-    workers = [collector_process(workspace, lease_ttl=1.0, reader=f"c{k}") for k in range(processes)]
+    client = redis.Redis.from_url(redis_server.url)
+    workers = [collector_process(workspace, lease_ttl=5.0, reader=f"c{k}") for k in range(processes)]
+    share = keys.shards // processes
     try:
-        first = last = 0.0
-        deadline = time.monotonic() + 300
-        while True:
-            counts = [client.hget(keys.metric_counts(run.id), "loss") for run in runs]
-            done = sum(int(cast("bytes", c)) for c in counts if c)
-            now = time.perf_counter()
-            if done and not first:
-                first = now
-            if done >= points:
-                last = now
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{processes} collectors applied {done:,} of {points:,} points in 300 s")
-            time.sleep(0.005)
+        _until(
+            lambda: _shared_out(client, keys, processes, share),
+            60,
+            f"{processes} collectors to share the shards out",
+            0.05,
+        )
+        for worker in workers:
+            os.kill(worker.pid, signal.SIGSTOP)
+        runs = [Experiment(workspace, "bench-scale").start_logging() for _ in range(8)]
+        for i in range(points):
+            runs[i % 8].log("loss", i * 0.5)
+        for run in runs:
+            run.complete(timeout=None)  # the record is not waited for: its collectors are paused
+            run.flush(timeout=300)  # everything is in the ingest streams
+        start = time.perf_counter()
+        for worker in workers:
+            os.kill(worker.pid, signal.SIGCONT)
+        ids = [run.id for run in runs]
+        _until(lambda: _applied(client, keys, ids) >= points, 300, f"{processes} collectors to apply the points", 0.002)
+        return points / (time.perf_counter() - start)
     finally:
         for worker in workers:
+            os.kill(worker.pid, signal.SIGCONT)
             worker.terminate()
         for worker in workers:
             worker.wait(30)
         client.close()
-    return points / (last - first)
+
+
+def _until(condition: Callable[[], bool], bound: float, what: str, poll: float) -> None:
+    deadline = time.monotonic() + bound
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"waited {bound:.0f} s for {what}")
+        time.sleep(poll)
+
+
+def _shared_out(client: redis.Redis, keys: Keys, processes: int, share: int) -> bool:
+    """Whether collectors c0..c<processes - 1> each hold at least ``share`` shards, and all are held."""
+    owners = [client.get(keys.ingest_lease(shard)) for shard in range(keys.shards)]
+    held = [owners.count(f"c{k}".encode()) for k in range(processes)]
+    return min(held) >= share and sum(held) == keys.shards
+
+
+def _applied(client: redis.Redis, keys: Keys, run_ids: list[str]) -> int:
+    counts = [client.hget(keys.metric_counts(run_id), "loss") for run_id in run_ids]
+    return sum(int(cast("bytes", c)) for c in counts if c)
 
 
 def scaling_rows(redis_server: RedisServer, data_dir: Path, sizes: Sizes) -> list[Row]:
