@@ -5,7 +5,9 @@ the floor (a bare append, raw Redis) and against MLflow and W&B offline (install
 first use into a venv of their own, bench/.peers-venv: not project dependencies).
 Prints a table of medians with min-max and ratios, writes the raw figures as JSON
 (bench/results/suite.json) and the table as markdown (bench/RESULTS.md, which the
-README links).  Full: under 10 minutes on 2 cores; ``--quick``: under 2 (peers installed).
+README links).  A row whose target is missed is marked, and a profile of what it
+measures shows where the time goes (:mod:`bench.profiles`).  Full: about 3 minutes on
+2 cores (the peers' venv installed); ``--quick``: under 1.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tempfile import TemporaryDirectory
 from typing import Any
 
 from bench.peers import measure_peers, peer_python
+from bench.profiles import profile
 from bench.report import markdown, text
 from bench.suite import FULL, QUICK, run_sections
 from runstream.logconfig import configure_logging
@@ -70,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(header.replace("# Benchmarks\n\n", ""))
     print(text(rows))
+    for name in dict.fromkeys(row.profile for row in rows if row.met is False and row.profile):
+        missed = ", ".join(row.name for row in rows if row.met is False and row.profile == name)
+        say(f"profiling {name} (target missed: {missed})")
+        print(f"\nwhere the time goes, {name} (missed: {missed}):\n{profile(name)}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(
         json.dumps(

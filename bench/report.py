@@ -29,6 +29,8 @@ class Row:
     lower_is_better: bool = True
     target: str = ""
     shown: str = ""  # instead of median (min-max): e.g. "p50 / p99 / max" of one set of samples
+    met: bool | None = None  # the target met (None: no target)
+    profile: str = ""  # what bench.profiles runs to show where the time goes when the target is missed
 
     def median(self) -> float:
         return statistics.median(self.values)
@@ -69,7 +71,7 @@ def text(rows: list[Row]) -> str:
         if row.section != section:
             section = row.section
             lines.append(f"\n{section}")
-        target = f"   target {row.target}" if row.target else ""
+        target = f"   target {row.target}{'' if row.met is not False else '  MISSED'}" if row.target else ""
         lines.append(f"  {row.name:<60} {row.shown or _spread(row.values):>30} {row.unit:<9}{target}")
         if row.against:
             lines.append(f"  {'':<60} {_comparisons(row)}")
@@ -86,5 +88,6 @@ def markdown(rows: list[Row], header: str) -> str:
     ]
     for row in rows:
         measured = f"{row.shown or _spread(row.values)} {row.unit}"
-        lines.append(f"| {row.section} | {row.name} | {measured} | {_comparisons(row) or '-'} | {row.target or '-'} |")
+        target = f"{row.target}{' (missed)' if row.met is False else ''}" if row.target else "-"
+        lines.append(f"| {row.section} | {row.name} | {measured} | {_comparisons(row) or '-'} | {target} |")
     return "\n".join(lines) + "\n"
