@@ -5,8 +5,9 @@
 :mod:`.api`, the SSE endpoint, the OpenAPI document built from the same route
 table, the pages and their assets (no CDN: plotly.js comes from the installed
 ``plotly`` package).  With tokens configured, every API and page request needs one
-(``Authorization: Bearer``, the ``runstream_token`` cookie, or ``?token=`` which sets
-the cookie); errors are JSON ``{"error": {"status", "message"}}``.
+that opens the server's workspace (``Authorization: Bearer``, the ``runstream_token``
+cookie, or ``?token=`` which sets the cookie; a token scoped to another workspace gets
+403); errors are JSON ``{"error": {"status", "message"}}``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
+from redis.exceptions import RedisError
 
 from runstream.artifacts import LocalArtifactStore
 from runstream.config import Settings
@@ -36,7 +38,7 @@ from runstream.consumer.downsample import warm_up
 from runstream.consumer.openapi import openapi_document
 from runstream.consumer.reader import RecordReader
 from runstream.consumer.series_cache import SeriesCache
-from runstream.consumer.settings import ServerSettings, load_tokens
+from runstream.consumer.settings import ServerSettings, load_tokens, scoped_tokens
 from runstream.consumer.sse import FeedHub
 from runstream.consumer.state import HUB, READER, REDIS, SERIES_CACHE, SETTINGS, STORE
 from runstream.keys import Keys
@@ -71,6 +73,10 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return web.json_response(
             {"error": {"status": exc.status, "message": exc.reason}}, status=exc.status, headers=headers
         )
+    except RedisError as exc:  # Redis down, or refusing us: the client may retry later
+        _log.warning("redis_unavailable", path=request.path, error=f"{type(exc).__name__}: {exc}")
+        message = f"the workspace's Redis is unavailable ({type(exc).__name__}); try again later"
+        return web.json_response({"error": {"status": 503, "message": message}}, status=503)
 
 
 def _token_of(request: web.Request) -> str | None:
@@ -80,16 +86,26 @@ def _token_of(request: web.Request) -> str | None:
     return request.query.get("token") or request.cookies.get(TOKEN_COOKIE)
 
 
-def make_auth(tokens: frozenset[str]) -> Middleware:
+def make_auth(tokens: frozenset[str], workspace: str) -> Middleware:
+    """The middleware that lets in requests holding a token that opens ``workspace``.
+
+    ``tokens`` are entries as :func:`~.settings.parse_token` reads them.  With none,
+    everything is served.  A token scoped to another workspace gets 403, any other
+    token (or none) 401.
+    """
+    here, elsewhere = scoped_tokens(tokens, workspace)
+
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        """With tokens configured, nothing is served without one."""
+        """With tokens configured, nothing is served without one that opens this workspace."""
         given = _token_of(request)
-        if not tokens or (given and any(hmac.compare_digest(given, t) for t in tokens)):
+        if not tokens or (given and any(hmac.compare_digest(given, t) for t in here)):
             response = await handler(request)
             if tokens and request.query.get("token") and not response.prepared:
                 response.set_cookie(TOKEN_COOKIE, given or "", httponly=True, samesite="Strict")
             return response
+        if given and any(hmac.compare_digest(given, t) for t in elsewhere):
+            raise web.HTTPForbidden(reason="this token is scoped to another workspace")
         raise web.HTTPUnauthorized(reason="a bearer token is needed", headers={"WWW-Authenticate": "Bearer"})
 
     return auth
@@ -205,8 +221,12 @@ async def plotly_js(request: web.Request) -> web.StreamResponse:
 
 def create_app(settings: ServerSettings) -> web.Application:
     """The server's application for ``settings`` (run it with ``web.run_app`` or an AppRunner)."""
-    middlewares: list[Middleware] = [count_requests, errors_as_json, make_auth(settings.tokens)]
-    app = web.Application(middlewares=middlewares, client_max_size=1024**3)  # type: ignore[arg-type]  # aiohttp's Middleware protocol vs a plain callable
+    middlewares: list[Middleware] = [
+        count_requests,
+        errors_as_json,
+        make_auth(settings.tokens, settings.workspace.workspace),
+    ]
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_upload)  # type: ignore[arg-type]  # aiohttp's Middleware protocol vs a plain callable
     app[SETTINGS] = settings
     app[_STREAMS] = set()
     app[SERIES_CACHE] = SeriesCache()
@@ -265,7 +285,11 @@ async def _close_streams(app: web.Application) -> None:
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=int, default=8080, show_default=True)
-@click.option("--token-file", type=click.Path(exists=True, dir_okay=False), help="Bearer tokens, one a line.")
+@click.option(
+    "--token-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Bearer tokens, one a line: WORKSPACE:TOKEN, or TOKEN for any workspace.",
+)
 @click.option("--json/--console", "json_logs", default=None, help="Log format (default: JSON unless on a terminal).")
 def serve_command(host: str, port: int, token_file: str | None, json_logs: bool | None) -> None:
     """Serve the REST API, live updates and the web pages."""

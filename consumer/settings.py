@@ -1,4 +1,9 @@
-"""The server's settings: which workspace, where to listen, who may read."""
+"""The server's settings: which workspace, where to listen, who may read.
+
+A token entry is ``WORKSPACE:TOKEN`` (the token opens only that workspace's server)
+or a bare ``TOKEN`` (any workspace's server).  A workspace name never holds a ``:``,
+so the first ``:`` ends the scope; a bare token therefore holds none.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runstream.config import Settings
+from runstream.errors import ConfigError
+from runstream.keys import check_identifier
 
-__all__ = ["ServerSettings", "load_tokens"]
+__all__ = ["ServerSettings", "load_tokens", "parse_token", "scoped_tokens"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,9 +25,15 @@ class ServerSettings:
     Attributes:
         workspace: the workspace settings (Redis, key names, data folder with the files).
         host, port: where to listen.
-        tokens: bearer tokens that may read; empty: no authentication.
+        tokens: token entries (``WORKSPACE:TOKEN`` or a bare ``TOKEN``, see :func:`parse_token`);
+            empty: no authentication.  Entries scoped to other workspaces open nothing here,
+            but still make authentication required.
         client_buffer: bytes of SSE messages that may wait unsent for one client (its
             connection not keeping up) before it is dropped.
+        max_upload: bytes a file upload may hold; a bigger one gets 413 and stores nothing.
+
+    Raises:
+        ConfigError: a token entry is malformed (see :func:`parse_token`).
     """
 
     workspace: Settings
@@ -28,6 +41,11 @@ class ServerSettings:
     port: int = 8080
     tokens: frozenset[str] = field(default=frozenset(), repr=False)
     client_buffer: int = 1024 * 1024
+    max_upload: int = 1024**3
+
+    def __post_init__(self) -> None:
+        for entry in self.tokens:
+            parse_token(entry)
 
     def __repr__(self) -> str:
         return (
@@ -36,9 +54,47 @@ class ServerSettings:
         )
 
 
+def parse_token(entry: str) -> tuple[str | None, str]:
+    """Split a token entry into the workspace it is scoped to (None: any) and the token.
+
+    Raises:
+        ConfigError: the scope is not a workspace name, or the token is empty.  The
+            message never quotes the token.
+    """
+    text = entry.strip()
+    if ":" not in text:
+        if not text:
+            raise ConfigError("a token entry is empty (write WORKSPACE:TOKEN or TOKEN)")
+        return None, text
+    scope, _, secret = text.partition(":")
+    if not secret.strip():
+        raise ConfigError("a token entry has nothing after its ':' (write WORKSPACE:TOKEN or TOKEN)")
+    try:
+        check_identifier("workspace", scope)
+    except ValueError:
+        raise ConfigError(
+            "a token entry's scope (before the first ':') is not a workspace name; a bare token may not hold ':'"
+        ) from None
+    return scope, secret.strip()
+
+
+def scoped_tokens(tokens: frozenset[str], workspace: str) -> tuple[frozenset[str], frozenset[str]]:
+    """The tokens that open ``workspace``, and those that open only other workspaces."""
+    parsed = [parse_token(entry) for entry in tokens]
+    here = frozenset(secret for scope, secret in parsed if scope in (None, workspace))
+    return here, frozenset(secret for _, secret in parsed) - here
+
+
 def load_tokens(token: str | None = None, token_file: str | os.PathLike[str] | None = None) -> frozenset[str]:
-    """Tokens from ``RUNSTREAM_TOKEN`` (or ``token``) and a token file (one token a line)."""
-    tokens = {t for t in (token or os.environ.get("RUNSTREAM_TOKEN") or "").split(",") if t.strip()}
+    """Token entries from ``RUNSTREAM_TOKEN`` (or ``token``; comma-separated) and a token
+    file (one a line): ``WORKSPACE:TOKEN`` or a bare ``TOKEN``.
+
+    Raises:
+        ConfigError: an entry is malformed (see :func:`parse_token`).
+    """
+    entries = {t.strip() for t in (token or os.environ.get("RUNSTREAM_TOKEN") or "").split(",") if t.strip()}
     if token_file:
-        tokens |= {line.strip() for line in Path(token_file).read_text().splitlines() if line.strip()}
-    return frozenset(t.strip() for t in tokens)
+        entries |= {line.strip() for line in Path(token_file).read_text().splitlines() if line.strip()}
+    for entry in entries:
+        parse_token(entry)
+    return frozenset(entries)

@@ -8,11 +8,13 @@ with tracebacks as structured data.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 from typing import TextIO
 
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
 
 __all__ = ["configure_logging"]
 
@@ -28,7 +30,9 @@ def configure_logging(*, json: bool | None = None, level: str = "info", stream: 
     out = stream or sys.stderr
     use_json = not out.isatty() if json is None else json
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=out.isatty())
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=out.isatty(), exception_formatter=_console_tracebacks())
     )
     processors: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -36,7 +40,9 @@ def configure_logging(*, json: bool | None = None, level: str = "info", stream: 
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     if use_json:
-        processors.append(structlog.processors.dict_tracebacks)
+        # Not structlog's dict_tracebacks: it shows each frame's locals, and a frame of the
+        # Redis client's login holds the password (a failed re-login logged it whole).
+        processors.append(structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False)))
     processors.append(renderer)
     structlog.configure(
         processors=processors,
@@ -44,3 +50,11 @@ def configure_logging(*, json: bool | None = None, level: str = "info", stream: 
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
+
+
+def _console_tracebacks() -> structlog.typing.ExceptionRenderer:
+    """Tracebacks on a terminal: rich's if installed, without locals (see the JSON case); else
+    plain ones (better-exceptions, structlog's other choice, prints variables too)."""
+    if importlib.util.find_spec("rich") is not None:
+        return structlog.dev.RichTracebackFormatter(show_locals=False)
+    return structlog.dev.plain_traceback

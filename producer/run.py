@@ -23,6 +23,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, Self, TypeVar
 
+from redis.exceptions import NoPermissionError
+
 from runstream._batcher import Item, RunHandle
 from runstream._log import sdk_logger
 from runstream._offline import MetricValue, OfflineRecorder
@@ -491,7 +493,16 @@ class Run:
                 await wait_applied(RecordReader(client, keys), self.id, producer, seq, bound)
                 return True
 
-        if not logger.call(wait, timeout=bound + 30):
+        try:
+            waited = logger.call(wait, timeout=bound + 30)
+        except NoPermissionError:
+            # A write-only Redis user (XADD to the ingest streams) may log and finish runs
+            # but not read records: the status is delivered, its application unconfirmed.
+            sdk_logger("runstream.run").info(
+                "record_not_readable", run_id=self.id, hint="this Redis user may log but not read records"
+            )
+            return
+        if not waited:
             sdk_logger("runstream.run").warning(
                 "no_collector_running", run_id=self.id, hint="the run's record is updated when one starts"
             )

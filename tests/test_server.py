@@ -430,6 +430,25 @@ class TestFilesApi:
         assert ["remote/blob.bin"] == await asyncio.to_thread(run.get_file_names)
         await asyncio.to_thread(run.complete)
 
+    async def test_an_upload_over_the_limit_is_refused_and_stores_nothing(
+        self, experiment: Experiment, start_collector: Callable[..., CollectorThread], aiohttp_client: AiohttpClient
+    ) -> None:
+        start_collector(experiment.workspace)
+        settings = ServerSettings(workspace=experiment.workspace.settings, max_upload=10_000)
+        small = await aiohttp_client(create_app(settings))
+        run = await started(experiment)
+
+        refused = await small.put(f"/api/v1/runs/{run.id}/files/big.bin", data=b"x" * 20_000)
+        error = await refused.json()
+        kept = await small.put(f"/api/v1/runs/{run.id}/files/fits.bin", data=b"x" * 5_000)
+        big = await small.get(f"/api/v1/runs/{run.id}/files/big.bin")
+        fits = await small.get(f"/api/v1/runs/{run.id}/files/fits.bin")
+        await asyncio.to_thread(run.complete)
+
+        assert (413, 413) == (refused.status, error["error"]["status"])
+        assert (201, 200, 5_000) == (kept.status, fits.status, len(await fits.read()))
+        assert 404 == big.status
+
 
 class TestAssets:
     """Every asset comes from the server; the 4.6 MB charting library goes compressed and is cached."""
