@@ -12,8 +12,7 @@ import time
 from types import TracebackType
 from typing import Self
 
-from runstream.collector.service import Collector, CollectorSettings, CollectorStats
-from runstream.connection import connect
+from runstream.collector.service import Collector, CollectorSettings, CollectorStats, collector_client
 
 __all__ = ["BackgroundCollector"]
 
@@ -33,7 +32,7 @@ class BackgroundCollector:
     def _main(self) -> None:
         async def run() -> None:
             self._stop, self._loop = asyncio.Event(), asyncio.get_running_loop()
-            async with connect(self.settings.workspace.redis_url) as client:
+            async with collector_client(self.settings.workspace.redis_url) as client:
                 self.collector = Collector(self.settings, client)
                 self._ready.set()
                 await self.collector.run(self._stop)

@@ -8,9 +8,8 @@ from dataclasses import replace
 
 import click
 
-from runstream.collector.service import Collector, CollectorSettings
+from runstream.collector.service import Collector, CollectorSettings, collector_client
 from runstream.config import Settings
-from runstream.connection import connect
 from runstream.logconfig import configure_logging
 
 __all__ = ["collector_command", "run_collector"]
@@ -22,7 +21,7 @@ async def run_collector(settings: CollectorSettings, stop: asyncio.Event | None 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with connect(settings.workspace.redis_url) as client:
+    async with collector_client(settings.workspace.redis_url) as client:
         await Collector(settings, client).run(stop)
 
 

@@ -33,7 +33,9 @@ from typing import Any, Final, cast
 
 import redis.asyncio as aioredis
 import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 from structlog.typing import FilteringBoundLogger as BoundLogger
 
@@ -41,14 +43,18 @@ from runstream.codec import Batch, decode_entry
 from runstream.collector.aggregate import Plan, plan
 from runstream.collector.leases import Leases
 from runstream.config import Settings
+from runstream.connection import connect
 from runstream.errors import DecodeError
 from runstream.events import TERMINAL_STATUSES, StatusChanged
 from runstream.keys import INGEST_GROUP, Keys
 
-__all__ = ["Collector", "CollectorSettings", "CollectorStats"]
+__all__ = ["Collector", "CollectorSettings", "CollectorStats", "collector_client"]
 
 APPLY_LUA: Final = resources.files("runstream.collector").joinpath("apply.lua").read_text()
 DEADLETTER_MAXLEN: Final = 100_000
+#: What a Redis that is restarting (LOADING is a ConnectionError too) or out of reach raises:
+#: every loop rides it out and tries again, so a Redis restart does not end the collector.
+UNREACHABLE: Final = (RedisConnectionError, RedisTimeoutError)
 
 _log = structlog.get_logger("runstream.collector")
 
@@ -98,8 +104,25 @@ class CollectorStats:
     updated_at: float = 0.0
 
 
+def collector_client(url: str) -> aioredis.Redis:
+    """The client a collector needs: one that never resends a command on its own.
+
+    A read that times out or loses its connection may still run on the server (its
+    request was in flight): resent on a new connection, the first XREADGROUP delivers
+    entries to this reader that it never sees, the second the ones after them, which get
+    applied, and the seq check then skips the first ones when they are claimed: points
+    lost without a word (a network stall longer than the socket timeout did it).  So
+    the error reaches the shard loop instead, which takes the shard over again: claims
+    and applies, in order, what was delivered to it before it reads anything new.
+    """
+    return connect(url, retries=0)
+
+
 class Collector:
-    """Reads the workspace's ingest shards it holds leases for, and applies them."""
+    """Reads the workspace's ingest shards it holds leases for, and applies them.
+
+    ``client`` comes from :func:`collector_client` (a client that retries by itself can lose entries).
+    """
 
     def __init__(self, settings: CollectorSettings, client: aioredis.Redis) -> None:
         self.settings = settings
@@ -136,24 +159,45 @@ class Collector:
         owned, renew_at, trim_at = False, 0.0, 0.0
         try:
             while not stop.is_set():
-                now = time.monotonic()
-                if now >= renew_at:
-                    owned, renew_at = await self._check_lease(shard, owned, now, log)
-                if not owned:
-                    if await _wait(stop, self.settings.lease_ttl / 3, self._look):
-                        renew_at = 0.0  # our share grew: look at the lease now, sat out or not
-                    continue
-                entries = await self._read(stream, ">")
-                (self._caught_up.add if len(entries) < self.settings.count else self._caught_up.discard)(shard)
-                if entries:
-                    await self._process(stream, entries)
-                if now >= trim_at:
-                    await self._trim(stream)
-                    trim_at = now + self.settings.trim_interval
+                try:
+                    owned, renew_at, trim_at = await self._shard_turn(shard, (owned, renew_at, trim_at), stop, log)
+                except UNREACHABLE as exc:
+                    # Redis restarting, failing over or out of reach: ride it out (the client's own
+                    # retries last well under a second) rather than let it end the collector.  The
+                    # shard counts as not ours until its lease is looked at again; taking it then
+                    # (_take_over) claims and applies, in order, what we had read but not acked.
+                    if owned:
+                        log.warning("redis_unreachable", error=f"{type(exc).__name__}: {exc}")
+                    owned, renew_at = False, 0.0
+                    self._set_owned(shard, False)
+                    await _wait(stop, self.settings.lease_ttl / 3)
         finally:
             if owned:
                 await self._leases.release(lease)
                 log.info("shard_released")
+
+    async def _shard_turn(
+        self, shard: int, state: tuple[bool, float, float], stop: asyncio.Event, log: BoundLogger
+    ) -> tuple[bool, float, float]:
+        """One turn of a shard's loop: the lease looked at when due, then read, apply, ack (and trim when due).
+
+        ``state`` and the result: whether we own the shard, when to look at its lease, when to trim it.
+        """
+        (owned, renew_at, trim_at), stream, now = state, self.keys.ingest(shard), time.monotonic()
+        if now >= renew_at:
+            owned, renew_at = await self._check_lease(shard, owned, now, log)
+        if not owned:
+            if await _wait(stop, self.settings.lease_ttl / 3, self._look):
+                renew_at = 0.0  # our share grew: look at the lease now, sat out or not
+            return owned, renew_at, trim_at
+        entries = await self._read(stream, ">")
+        (self._caught_up.add if len(entries) < self.settings.count else self._caught_up.discard)(shard)
+        if entries:
+            await self._process(stream, entries)
+        if now >= trim_at:
+            await self._trim(stream)
+            trim_at = now + self.settings.trim_interval
+        return owned, renew_at, trim_at
 
     async def _check_lease(self, shard: int, owned: bool, now: float, log: BoundLogger) -> tuple[bool, float]:
         """Renew, take or yield the shard's lease: whether we own it now, and when to look again."""
@@ -303,13 +347,16 @@ class Collector:
         timeout = self.settings.heartbeat_timeout
         while not stop.is_set():
             await _wait(stop, min(timeout / 4, 5.0))
-            cutoff = time.time() - timeout
-            stale = await self.client.zrangebyscore(self.keys.live_runs(), "-inf", cutoff, start=0, num=100)
-            for raw in cast("list[bytes]", stale):
-                run_id = raw.decode()
-                if self.keys.shard_of(run_id) not in self._caught_up:
-                    continue  # another collector's, or our backlog may hold its heartbeats
-                await self._lose(run_id)
+            with contextlib.suppress(*UNREACHABLE):  # Redis away: swept next time (the shard loops log it)
+                await self._sweep(time.time() - timeout)
+
+    async def _sweep(self, cutoff: float) -> None:
+        stale = await self.client.zrangebyscore(self.keys.live_runs(), "-inf", cutoff, start=0, num=100)
+        for raw in cast("list[bytes]", stale):
+            run_id = raw.decode()
+            if self.keys.shard_of(run_id) not in self._caught_up:
+                continue  # another collector's, or our backlog may hold its heartbeats
+            await self._lose(run_id)
 
     async def _lose(self, run_id: str) -> None:
         now = time.time()
@@ -333,9 +380,10 @@ class Collector:
         period, log_at = self.settings.lease_ttl / 3, 0.0
         while not stop.is_set():
             now = time.monotonic()
-            await self.report(log=now >= log_at)
-            log_at = log_at if now < log_at else now + self.settings.stats_interval
-            await self._balance()
+            with contextlib.suppress(*UNREACHABLE):  # Redis away: published next period
+                await self.report(log=now >= log_at)
+                log_at = log_at if now < log_at else now + self.settings.stats_interval
+                await self._balance()
             await _wait(stop, period)
         await self.client.hdel(self.keys.collectors(), self.settings.reader)
 

@@ -34,6 +34,8 @@ class Outbox:
         self.acked_total = 0
         #: Batches that went to disk (a counter for ``stats``).
         self.spooled_total = 0
+        #: Events dropped because neither Redis nor the disk took them (said at exit, in ``stats``).
+        self.lost_events = 0
 
     @property
     def pending(self) -> int:
@@ -63,6 +65,7 @@ class Outbox:
         try:
             self.spool.append(batches)
         except OSError as exc:
+            self.lost_events += sum(b.events for b in batches)  # dropped: counted, so it can be said
             raise SpoolError(f"Redis is unreachable and the spool {self.spool.path} cannot be written: {exc}") from exc
         self.pushed_total += len(batches)
         self.spooled_total += len(batches)
@@ -110,7 +113,18 @@ class Outbox:
             self._memory_bytes = self._memory_events = 0
             try:
                 self.spool.rewrite_with_front(front)
+            except OSError as exc:
+                # No room for a rewritten spool (a full disk): it stays as it was, and what
+                # memory held goes after it, as much as fits (adoption replays in seq order).
+                kept = self.spool.append_while_it_fits(front)
+                self.spooled_total += kept
+                self.pushed_total -= len(front) - kept  # held nowhere any more: not pending
+                self.lost_events += sum(b.events for b in front[kept:])
+                if kept < len(front):
+                    raise SpoolError(f"cannot write the spool {self.spool.path}: {exc}") from exc
+            else:
+                self.spooled_total += len(front)
+            try:
                 self.spool.sync()
             except OSError as exc:
                 raise SpoolError(f"cannot write the spool {self.spool.path}: {exc}") from exc
-            self.spooled_total += len(front)

@@ -12,6 +12,7 @@ Written only by the logger thread, or by a caller thread holding the outbox lock
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import struct
@@ -56,25 +57,39 @@ class Spool:
             # Locked under a name adoption ignores, then renamed: no other process can
             # ever see this spool unlocked and take it for an orphan.
             hidden = self.folder / f".{self.path.name}.new"
-            file = hidden.open("a+b")
+            # Unbuffered: a write the disk refuses leaves no bytes in a buffer, to be written
+            # later out of place (at a seek) or to fail again at close.
+            file = hidden.open("a+b", buffering=0)
             fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
             hidden.rename(self.path)
             self._file = file
         return self._file
 
     def append(self, batches: list[OutgoingBatch]) -> None:
-        """Write ``batches`` at the end; raises ``OSError`` if the disk refuses."""
+        """Write ``batches`` at the end, all or none; raises ``OSError`` if the disk refuses.
+
+        A write that fails part-way (a full disk) is cut back off, so the file only ever
+        holds whole records: a torn one would make every record after it unreadable.
+        """
         file = self._open()
-        chunks = []
-        for b in batches:
-            f = b.fields
-            record = msgpack.packb([b.stream, b.events, f["v"], f["r"], f["p"], f["q"], f["b"]], use_bin_type=True)
-            chunks.append(_LENGTH.pack(len(record)) + record)
-        file.seek(0, os.SEEK_END)
-        file.write(b"".join(chunks))
-        file.flush()
+        end = file.seek(0, os.SEEK_END)
+        try:
+            _write_all(file, b"".join(map(_record, batches)))
+        except OSError:
+            with contextlib.suppress(OSError):  # the error that matters is the write's
+                os.ftruncate(file.fileno(), end)
+            raise
         self.pending += len(batches)
         self.pending_events += sum(b.events for b in batches)
+
+    def append_while_it_fits(self, batches: list[OutgoingBatch]) -> int:
+        """Append ``batches`` one by one until the disk refuses one; how many were written."""
+        for written, batch in enumerate(batches):
+            try:
+                self.append([batch])
+            except OSError:
+                return written
+        return len(batches)
 
     def read(self, max_batches: int, max_bytes: int) -> list[OutgoingBatch]:
         """Take up to ``max_batches`` (and about ``max_bytes``) records from the front."""
@@ -99,9 +114,29 @@ class Spool:
         return batches
 
     def rewrite_with_front(self, front: list[OutgoingBatch]) -> None:
-        """Put ``front`` before the unread records (at exit: memory goes back to disk first)."""
-        rest = self.read(self.pending, 1 << 62)
-        self.append(front + rest)
+        """Put ``front`` before the unread records (at exit: memory goes back to disk first).
+
+        The new spool is written beside the old one and takes its place only once whole:
+        a disk that fills up meanwhile raises ``OSError`` and leaves the spool as it was,
+        rather than costing what it held (reading it all first had emptied the file).
+        """
+        file = self._open()
+        file.seek(self._read_offset)
+        rest = _read_all(file)
+        hidden = self.folder / f".{self.path.name}.new"
+        new = hidden.open("w+b", buffering=0)
+        try:
+            fcntl.flock(new, fcntl.LOCK_EX | fcntl.LOCK_NB)  # before its name is one adoption looks at
+            _write_all(new, b"".join(map(_record, front + rest)))
+        except OSError:
+            new.close()
+            hidden.unlink(missing_ok=True)
+            raise
+        hidden.rename(self.path)
+        file.close()
+        self._file, self._read_offset = new, 0
+        self.pending = len(front) + len(rest)
+        self.pending_events = sum(b.events for b in front + rest)
 
     def sync(self) -> None:
         if self._file is not None:
@@ -130,13 +165,33 @@ class Spool:
                     fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     continue  # its producer is alive
-                batches = list(_read_all(file))
+                # In seq order: a process whose disk was too full to rewrite its spool at exit
+                # put what it still held in memory (its oldest batches) after the rest.
+                batches = sorted(_read_all(file), key=_replay_order)
                 if batches:
                     self.append(batches)
                     self.sync()
                 orphan.unlink()
                 adopted += len(batches)
         return adopted
+
+
+def _record(batch: OutgoingBatch) -> bytes:
+    f = batch.fields
+    record = msgpack.packb([batch.stream, batch.events, f["v"], f["r"], f["p"], f["q"], f["b"]], use_bin_type=True)
+    return _LENGTH.pack(len(record)) + record
+
+
+def _write_all(file: BinaryIO, data: bytes) -> None:
+    """Write all of ``data`` to an unbuffered file (a write may take only part of it)."""
+    view = memoryview(data)
+    while view:
+        view = view[file.write(view) :]
+
+
+def _replay_order(batch: OutgoingBatch) -> tuple[str, str, int]:
+    """Batches of one producer and run in seq order (the collector skips a seq below one it applied)."""
+    return (batch.fields["p"], batch.fields["r"], batch.fields["q"])
 
 
 def _read_all(file: BinaryIO) -> list[OutgoingBatch]:

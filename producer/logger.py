@@ -54,7 +54,11 @@ DRAIN_TICK: Final = 0.05
 
 @dataclass(frozen=True, slots=True)
 class LoggerStats:
-    """Counters of the process's logger (all since the process started)."""
+    """Counters of the process's logger (all since the process started).
+
+    ``events_lost``: events neither Redis nor the spool took (the disk full while Redis was
+    unreachable); ``log`` raises SpoolError from the first, and the exit says how many.
+    """
 
     events_logged: int
     events_sent: int
@@ -66,6 +70,7 @@ class LoggerStats:
     pending_batches: int
     pending_events: int
     last_error: str | None
+    events_lost: int = 0
 
 
 class _FlushMarker:
@@ -236,6 +241,7 @@ class EventLogger:
             pending_batches=sum(ch.outbox.pending for ch in channels),
             pending_events=sum(ch.outbox.pending_events for ch in channels),
             last_error=str(self._error) if self._error else (errors[-1] if errors else None),
+            events_lost=sum(ch.outbox.lost_events for ch in channels),
         )
 
     # ------------------------------------------------------------------------ thread
@@ -421,18 +427,19 @@ class EventLogger:
         self._wake_pump()
         thread.join(timeout=5.0)
         self._thread = self._loop = self._wake = None
-        stats = self.stats
         for channel in self._channels.values():
             try:
                 channel.outbox.spill_all()
             except SpoolError:
                 log.exception("spool_failed")
             channel.outbox.spool.close()
-        if stats.pending_events:
+        stats = self.stats  # after the spill: what the spools hold, and what none could keep (lost)
+        if stats.pending_events or stats.events_lost:
             log.warning(
                 "events_not_delivered",
                 events=stats.pending_events,
                 batches=stats.pending_batches,
+                lost=stats.events_lost,
                 spool=[str(ch.outbox.spool.path) for ch in self._channels.values() if ch.outbox.pending],
                 reason=stats.last_error,
                 hint="they are sent by the next runstream process that logs from this data folder",

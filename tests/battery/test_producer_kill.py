@@ -1,0 +1,103 @@
+"""A training process SIGKILLed mid-run: its run ends Failed ("heartbeat lost"), and what it flushed is kept.
+
+The script logs "loss" = 0, 1, 2, ... in chunks, flushes after each chunk and then says
+how far it has flushed; it sends heartbeats every 0.25 s.  The test kills it with SIGKILL
+once it has flushed 20,000 points, while it goes on logging.  The collector (a process,
+heartbeat timeout 2 s) must mark the run Failed with "heartbeat lost" within the timeout
+and a sweep, and the record must hold every point the script said it had flushed, once
+and in order.  What the script logged after its last flush was in its memory only: a
+SIGKILL loses that by nature (no exit hook runs), and the record must show a clean prefix.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from runstream import Workspace
+from tests.battery.conftest import (
+    ScriptProcess,
+    StartCollector,
+    applied_points,
+    duplicates,
+    read_record_series,
+    record_status,
+    report,
+    wait_until,
+)
+
+pytestmark = pytest.mark.battery
+
+HEARTBEAT_TIMEOUT = 2.0
+CHUNK = 500
+KILL_AFTER = 20_000
+
+_TRAIN = f"""
+import time
+i = 0
+while True:
+    for j in range(i, i + {CHUNK}):
+        run.log("loss", j)
+    run.flush(timeout=30)
+    i += {CHUNK}
+    print("flushed", i, flush=True)
+    time.sleep(0.002)  # the rest of a training step
+"""
+
+
+def flushed(script: ScriptProcess) -> int:
+    """How far the script said it had flushed."""
+    said = [int(line.split()[1]) for line in list(script.lines) if line.startswith("flushed ")]
+    return max(said, default=0)
+
+
+class TestProducerKilled:
+    """A producer killed with SIGKILL: its run becomes Failed ("heartbeat lost"), its flushed points stay."""
+
+    def test_sigkill_mid_run(
+        self,
+        workspace: Workspace,
+        client: redis.Redis,
+        start_collector_process: StartCollector,
+        start_script: Callable[..., ScriptProcess],
+    ) -> None:
+        collector = start_collector_process(workspace, "c1", heartbeat_timeout=HEARTBEAT_TIMEOUT)
+        script = start_script(workspace, _TRAIN, heartbeat_interval=0.25)
+        run_id = script.run_id()
+        wait_until(lambda: flushed(script) >= KILL_AFTER, 60, f"{KILL_AFTER:,} points flushed\n{script.stderr}")
+
+        script.process.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        code = script.wait(10)
+        said = flushed(script)
+        running_at_kill = record_status(client, workspace, run_id)
+        failed_after = wait_until(
+            lambda: collector.check_alive() and record_status(client, workspace, run_id)[0] == "Failed",
+            HEARTBEAT_TIMEOUT + 15,
+            "the run marked Failed",
+        )
+        detected = time.monotonic() - killed
+        series = read_record_series(workspace, run_id)
+        arrived = len(series.values)
+        report(
+            "producer process SIGKILLed mid-run",
+            flushed_said=said,
+            logged_at_most=said + CHUNK,
+            arrived=arrived,
+            duplicates=duplicates(series.values),
+            lost_unflushed=f"{said + CHUNK - arrived} at most (logged after the last flush, in the killed memory)",
+            status=record_status(client, workspace, run_id),
+            recovery_s=f"{detected:.2f} (kill to Failed; heartbeat timeout {HEARTBEAT_TIMEOUT} s)",
+        )
+
+        assert -signal.SIGKILL == code
+        assert ("Running", None) == running_at_kill
+        assert ("Failed", "heartbeat lost") == record_status(client, workspace, run_id)
+        assert arrived >= said, "every point the script had flushed is in the record"
+        assert list(range(arrived)) == series.values, "a clean prefix: in order, each once"
+        assert arrived == applied_points(client, workspace, run_id)
+        assert failed_after < HEARTBEAT_TIMEOUT + 15
