@@ -43,8 +43,9 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
     return ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
-def live_latency(workspace: Workspace, samples: int) -> list[float]:
-    """Seconds from ``run.log`` to a live subscriber holding the point."""
+def live_latency(workspace: Workspace, samples: int, rate: int = 100) -> list[float]:
+    """Seconds from ``run.log`` to a live subscriber holding the point, ``samples`` points
+    logged at ``rate`` per second (above 1,000/s, in bursts every millisecond)."""
     run = Experiment(workspace, "bench-live").start_logging()
     run.get_status()  # the record exists: the subscriber starts on a live run
     received: list[float] = []
@@ -61,11 +62,16 @@ def live_latency(workspace: Workspace, samples: int) -> list[float]:
     follower = threading.Thread(target=lambda: asyncio.run(follow()), daemon=True)
     follower.start()
     ready.wait(10)
-    for _ in range(samples):
-        run.log("sent_at", time.time())
-        time.sleep(0.01)
+    time.sleep(0.2)  # the subscriber is in its blocking read
+    burst = max(1, rate // 1000)
+    period, next_at = burst / rate, time.monotonic()
+    for i in range(0, samples, burst):
+        for _ in range(min(burst, samples - i)):
+            run.log("sent_at", time.time())
+        next_at += period
+        time.sleep(max(0.0, next_at - time.monotonic()))
     run.complete()
-    follower.join(30)
+    follower.join(60)
     return received
 
 

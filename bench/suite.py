@@ -9,14 +9,12 @@ the server in a process of its own.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import multiprocessing as mp
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,9 +31,6 @@ from bench import producer as producer_bench
 from bench import server as server_bench
 from bench.report import Row
 from runstream import Experiment, Workspace
-from runstream.connection import connect
-from runstream.consumer.subscribe import Update, subscribe
-from runstream.events import MetricsLogged
 from runstream.keys import Keys
 from runstream.redis_server import RedisServer
 
@@ -277,38 +272,6 @@ def one_entry_per_point_bytes(url: str, n: int) -> float:
 # ------------------------------------------------------------------ 3. live latency
 
 
-def subscriber_latency(workspace: Workspace, rate: int, seconds: float) -> list[float]:
-    """Seconds from run.log to a Python subscriber (another thread's asyncio loop) holding the point."""
-    run = Experiment(workspace, "bench-live").start_logging()
-    run.get_status()
-    received: list[float] = []
-    ready = threading.Event()
-
-    async def follow() -> None:
-        async with connect(workspace.settings.redis_url) as client:
-            ready.set()
-            async for item in subscribe(client, workspace.keys, run.id, start="now"):
-                if isinstance(item, Update) and isinstance(item.event, MetricsLogged):
-                    now = time.time()
-                    received.extend(now - float(sent) for sent in item.event.values)
-
-    follower = threading.Thread(target=lambda: asyncio.run(follow()), daemon=True)
-    follower.start()
-    ready.wait(10)
-    time.sleep(0.2)
-    points = int(rate * seconds)
-    burst = max(1, rate // 1000)
-    period, next_at = burst / rate, time.monotonic()
-    for i in range(0, points, burst):
-        for _ in range(min(burst, points - i)):
-            run.log("sent_at", time.time())
-        next_at += period
-        time.sleep(max(0.0, next_at - time.monotonic()))
-    run.complete()
-    follower.join(60)
-    return received
-
-
 def _percentile_rows(
     section: str, name: str, samples: list[float], target: str = "", limits: tuple[float, float] | None = None
 ) -> Row:
@@ -329,7 +292,7 @@ def live_latency(st: Stack, sizes: Sizes) -> list[Row]:
     raw = consumer_bench.raw_latency(st.redis.url, 200)
     rows.append(_percentile_rows(section, "raw XADD -> XREAD (the floor), 100/s", raw))
     for rate in sizes.rates:
-        samples = subscriber_latency(st.workspace, rate, sizes.latency_seconds)
+        samples = consumer_bench.live_latency(st.workspace, int(rate * sizes.latency_seconds), rate)
         target, limits = ("p50 < 5, p99 < 25", (5.0, 25.0)) if rate == 1_000 else ("", None)
         rows.append(_percentile_rows(section, f"Python subscriber at {rate:,} points/s", samples, target, limits))
     for rate in sizes.rates:
