@@ -7,12 +7,18 @@ import signal
 from dataclasses import replace
 
 import click
+import structlog
+from redis.exceptions import AuthenticationError, NoPermissionError
 
 from runstream.collector.service import Collector, CollectorSettings, collector_client
 from runstream.config import Settings
+from runstream.connection import mask_url
+from runstream.errors import ConfigError
 from runstream.logconfig import configure_logging
 
 __all__ = ["collector_command", "run_collector"]
+
+_log = structlog.get_logger("runstream.collector")
 
 
 async def run_collector(settings: CollectorSettings, stop: asyncio.Event | None = None) -> None:
@@ -35,7 +41,15 @@ async def run_collector(settings: CollectorSettings, stop: asyncio.Event | None 
 def collector_command(reader: str | None, heartbeat_timeout: float, lease_ttl: float, json_logs: bool | None) -> None:
     """Fold the workspace's ingest streams into run records (until SIGTERM)."""
     configure_logging(json=json_logs)
-    settings = CollectorSettings(
-        workspace=Settings.from_config(), heartbeat_timeout=heartbeat_timeout, lease_ttl=lease_ttl
-    )
-    asyncio.run(run_collector(replace(settings, reader=reader) if reader else settings))
+    try:
+        workspace = Settings.from_config()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    settings = CollectorSettings(workspace=workspace, heartbeat_timeout=heartbeat_timeout, lease_ttl=lease_ttl)
+    try:
+        asyncio.run(run_collector(replace(settings, reader=reader) if reader else settings))
+    except (AuthenticationError, NoPermissionError) as exc:  # no retry mends these: say so in one line
+        _log.error("collector_refused", redis=mask_url(workspace.redis_url), error=f"{type(exc).__name__}: {exc}")
+        raise click.ClickException(
+            f"Redis at {mask_url(workspace.redis_url)} refuses this collector: {type(exc).__name__}: {exc}"
+        ) from None

@@ -253,6 +253,7 @@ class TestWrongPassword:
 
         assert 0 != done.returncode
         assert "AuthenticationError: invalid username-password pair" in done.stderr.strip().splitlines()[-1]
+        assert "Traceback" not in done.stdout + done.stderr  # one line a person can act on
         assert "wrong-password" not in done.stdout + done.stderr
         assert time.monotonic() - started < SUBPROCESS_TIMEOUT
 
