@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, cast
 
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
 from redis.typing import EncodableT, FieldT
 
 from runstream._log import sdk_logger
@@ -104,12 +104,16 @@ class Channel:
         backoff = min(MAX_BACKOFF, _FIRST_BACKOFF * 2 ** (self._failures - 1))
         self.retry_at = time.monotonic() + backoff
         if self._failures == 1:
+            # Refused (a wrong password, a user without the right): no outage, but the ACL may be
+            # mended while this process runs, so it retries all the same; the event says which.
+            refused = isinstance(exc, AuthenticationError | NoPermissionError)
             _log().warning(
-                "redis_unreachable",
+                "redis_refused" if refused else "redis_unreachable",
                 redis=mask_url(self.url),
                 error=self.last_error,
                 pending_batches=self.outbox.pending,
                 spool=str(self.outbox.spool.path),
+                **({"hint": "check the user and password of the Redis URL"} if refused else {}),
             )
 
     async def aclose(self) -> None:

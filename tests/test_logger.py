@@ -101,9 +101,10 @@ class TestBoundedMemory:
 
         batches = first_of_each_seq(read_batches(workspace, run.id))
         values = [v for b in batches for e in b.events if isinstance(e, MetricsLogged) for v in e.values]
-        # Drained at least every DRAIN_TICK: the depth is what one tick of logging adds,
-        # far below the 600,000 points it would reach if only sends drained it.
-        assert max(depths) < 300_000, "the buffer must be drained while Redis is frozen"
+        # Drained at least every DRAIN_TICK: the depth is what one tick of logging adds
+        # (~300,000 at worst, on a loaded 2-core machine where the drain thread waits for
+        # the GIL), well below the 600,000 points it reaches if only sends drained it.
+        assert max(depths) < 450_000, "the buffer must be drained while Redis is frozen"
         assert stats.batches_spooled > spooled_before
         assert list(range(600_000)) == values
 

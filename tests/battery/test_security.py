@@ -270,13 +270,15 @@ class TestWrongPassword:
         """
 
         done = run_script(workspace, body, exit_flush_timeout=0.5)
-        warnings = [line for line in done.stderr.splitlines() if "redis_unreachable" in line]
+        warnings = [line for line in done.stderr.splitlines() if "redis_refused" in line]
 
         assert 0 == done.returncode, done.stderr
         assert "flush: FlushTimeoutError" in done.stdout
         assert "invalid username-password pair" in done.stdout.split("flush:", 1)[1]
         assert 1 == len(warnings), done.stderr
         assert "invalid username-password pair" in warnings[0]
+        assert "check the user and password" in warnings[0]
+        assert "redis_unreachable" not in done.stderr  # refused, not an outage
         assert "wrong-password" not in done.stdout + done.stderr
 
     async def test_server_answers_503_at_once(
