@@ -230,8 +230,10 @@ class FaultProxy:
                     await asyncio.sleep(self._delay)
                 while not flowing.is_set():  # re-checked: a stall may follow a resume at once
                     await flowing.wait()
-                writer.write(chunk)  # no await since the check: a stall stops every later chunk
+                # Counted first: the bytes may reach the other end (another thread) before the
+                # next line runs.  No await since the check: a stall stops every later chunk.
                 self.forwarded[direction] += len(chunk)
+                writer.write(chunk)
                 await writer.drain()
         except OSError:  # reset or closed under us: the connection ends
             return
