@@ -9,15 +9,14 @@ Then every run's every metric is read back: exactly the values logged, in order.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from runstream import Experiment, Run, Workspace
+from tests.battery.conftest import StartCollector
 from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.battery, pytest.mark.slow]
@@ -57,33 +56,13 @@ print(json.dumps({"run": run.id, "counts": counts}), flush=True)
 """
 
 
-def collector(workspace: Workspace, name: str) -> subprocess.Popen[bytes]:
-    settings = workspace.settings
-    env = os.environ | {
-        "RUNSTREAM_REDIS_URL": settings.redis_url,
-        "RUNSTREAM_WORKSPACE": settings.workspace,
-        "RUNSTREAM_DATA_DIR": str(settings.data_dir),
-    }
-    command = [sys.executable, "-m", "runstream.collector", "--reader", name, "--lease-ttl", "3", "--json"]
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-@pytest.fixture
-def collectors(workspace: Workspace) -> Iterator[list[subprocess.Popen[bytes]]]:
-    started = [collector(workspace, f"load{k}") for k in range(2)]
-    yield started
-    for process in started:
-        process.terminate()
-    for process in started:
-        process.wait(30)
-
-
 class TestLoad:
     """Every point of 16 x 8 concurrent loggers is in the records, once, in order."""
 
     def test_sixteen_processes_of_eight_threads(
-        self, workspace: Workspace, collectors: list[subprocess.Popen[bytes]]
+        self, workspace: Workspace, start_collector_process: StartCollector
     ) -> None:
+        collectors = [start_collector_process(workspace, f"load{k}", lease_ttl=3.0) for k in range(2)]
         settings = workspace.settings
         argv = [settings.workspace, settings.redis_url, str(settings.data_dir)]
         started = time.monotonic()
@@ -113,7 +92,7 @@ class TestLoad:
                 if metrics.get(name) != [float(i) for i in range(count)]:
                     got = metrics.get(name)
                     wrong[(report["run"], name)] = (count, len(got) if isinstance(got, list) else got)
-        alive = all(p.poll() is None for p in collectors)
+        alive = all(c.check_alive() for c in collectors)
         print(
             f"load: {PROCESSES} processes x {THREADS} threads, {total:,} points logged in {logged_in:.1f} s,"
             f" in the records {drained_in:.1f} s after the last producer ended; wrong series: {len(wrong)}"
