@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Final
 
-import redis.asyncio as aioredis
+from runstream.connection import RedisClient
 
 __all__ = ["Leases"]
 
@@ -32,7 +32,7 @@ return 0
 class Leases:
     """Acquire, renew and release shard leases for one reader."""
 
-    def __init__(self, client: aioredis.Redis, owner: str, ttl_ms: int) -> None:
+    def __init__(self, client: RedisClient, owner: str, ttl_ms: int) -> None:
         self._client = client
         self.owner = owner
         self.ttl_ms = ttl_ms

@@ -31,10 +31,18 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import Any, Final, cast
 
-import redis.asyncio as aioredis
 import structlog
+from redis.exceptions import (
+    AskError,
+    ClusterError,
+    NoScriptError,
+    ReadOnlyError,
+    RedisClusterException,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 from structlog.typing import FilteringBoundLogger as BoundLogger
@@ -43,7 +51,7 @@ from runstream.codec import Batch, decode_entry
 from runstream.collector.aggregate import Plan, plan
 from runstream.collector.leases import Leases
 from runstream.config import Settings
-from runstream.connection import connect
+from runstream.connection import Connecting, RedisClient, connect, is_cluster
 from runstream.errors import DecodeError
 from runstream.events import TERMINAL_STATUSES, StatusChanged
 from runstream.keys import INGEST_GROUP, Keys
@@ -52,9 +60,19 @@ __all__ = ["Collector", "CollectorSettings", "CollectorStats", "collector_client
 
 APPLY_LUA: Final = resources.files("runstream.collector").joinpath("apply.lua").read_text()
 DEADLETTER_MAXLEN: Final = 100_000
-#: What a Redis that is restarting (LOADING is a ConnectionError too) or out of reach raises:
-#: every loop rides it out and tries again, so a Redis restart does not end the collector.
-UNREACHABLE: Final = (RedisConnectionError, RedisTimeoutError)
+#: What a Redis that is restarting (LOADING is a ConnectionError too), out of reach, or (in a
+#: cluster) failing over or moving a slot raises: every loop rides it out and tries again, so
+#: neither a Redis restart nor a fail-over ends the collector.
+UNREACHABLE: Final = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterError,  # CLUSTERDOWN, MASTERDOWN, and redirections that never settled
+    TryAgainError,  # a multi-key command while its slot is half migrated
+    AskError,  # MOVED and ASK that the client could not follow
+    ReadOnlyError,  # a write to a node demoted to replica, before the client saw it
+    SlotNotCoveredError,
+    RedisClusterException,  # no node of the cluster answers
+)
 
 _log = structlog.get_logger("runstream.collector")
 
@@ -104,7 +122,7 @@ class CollectorStats:
     updated_at: float = 0.0
 
 
-def collector_client(url: str) -> aioredis.Redis:
+def collector_client(url: str) -> Connecting:
     """The client a collector needs: one that never resends a command on its own.
 
     A read that times out or loses its connection may still run on the server (its
@@ -124,7 +142,7 @@ class Collector:
     ``client`` comes from :func:`collector_client` (a client that retries by itself can lose entries).
     """
 
-    def __init__(self, settings: CollectorSettings, client: aioredis.Redis) -> None:
+    def __init__(self, settings: CollectorSettings, client: RedisClient) -> None:
         self.settings = settings
         self.keys = Keys(settings.workspace.workspace, settings.workspace.key_prefix, settings.workspace.shards)
         self.client = client
@@ -301,15 +319,17 @@ class Collector:
         return plans, dead, done
 
     async def _run_scripts(self, plans: list[Plan], follow_ups: list[tuple[Any, ...]]) -> list[Any]:
-        """EVALSHA each plan in one pipeline, after the index follow-ups; the scripts' results.
+        """EVALSHA each plan, after the index follow-ups; the scripts' results, in order.
 
         The follow-ups (SADD, ZADD, ZREM on workspace indexes, idempotent) go first, so a
         reader who sees the record already finds the run in the indexes; a replay that
         re-adds an ended run to the live-run index is undone by the sweeper.  If Redis lost
-        the script, it is loaded again and the whole pipeline rerun (applied seqs skip).
+        the script, it is loaded again and the scripts rerun (applied seqs skip).
         """
         if not plans:
             return []
+        if is_cluster(self.client):
+            return await self._run_scripts_clustered(plans, follow_ups)
         results: list[Any] = []
         for attempt in range(2):
             pipe = self.client.pipeline(transaction=False)
@@ -318,9 +338,53 @@ class Collector:
             for p in plans:
                 _ = pipe.evalsha(self._apply.sha, len(p.keys), *p.keys, *p.args)
             results = (await pipe.execute(raise_on_error=False))[len(follow_ups) :]
+            _raise_transient(results)
             if attempt == 1 or not any(isinstance(r, NoScriptError) for r in results):
                 break
             await self.client.script_load(APPLY_LUA)  # Redis restarted empty; applied seqs are skipped on rerun
+        return results
+
+    async def _run_scripts_clustered(self, plans: list[Plan], follow_ups: list[tuple[Any, ...]]) -> list[Any]:
+        """:meth:`_run_scripts` on a cluster, in rounds that keep each run's batches in order.
+
+        A cluster pipeline sends each node its share at once and resends redirected
+        commands one by one, so two batches of a run in one pipeline could land out of
+        order while the run's slot migrates (the first told TRYAGAIN, the second applied,
+        the first then skipped as already seen).  So a round holds at most one batch per
+        run, and an error that a retry would mend stops everything before the next round:
+        the shard is taken over again, which reapplies the unacked batches in order.
+        """
+        if follow_ups:  # on other nodes, in no set order with the scripts: before them, then
+            pipe = self.client.pipeline(transaction=False)
+            for command in follow_ups:
+                _ = pipe.execute_command(*command)
+            _raise_transient(await pipe.execute(raise_on_error=False))
+        results: list[Any] = [None] * len(plans)
+        rounds: list[list[int]] = []
+        depth: dict[bytes | str, int] = {}
+        for index, p in enumerate(plans):
+            slot_key = p.keys[0]  # the run's applied-seqs hash: one key per run
+            level = depth.get(slot_key, 0)
+            depth[slot_key] = level + 1
+            if level == len(rounds):
+                rounds.append([])
+            rounds[level].append(index)
+        for members in rounds:
+            todo = members
+            for attempt in range(2):
+                pipe = self.client.pipeline(transaction=False)
+                for index in todo:
+                    # (redis-py blocks a cluster pipeline's evalsha method, not the command, which it routes by key)
+                    p = plans[index]
+                    _ = pipe.execute_command("EVALSHA", self._apply.sha, len(p.keys), *p.keys, *p.args)
+                replies = await pipe.execute(raise_on_error=False)
+                _raise_transient(replies)
+                for index, reply in zip(todo, replies, strict=True):
+                    results[index] = reply
+                todo = [index for index, reply in zip(todo, replies, strict=True) if isinstance(reply, NoScriptError)]
+                if attempt == 1 or not todo:
+                    break
+                await self.client.script_load(APPLY_LUA)  # a replica promoted to master has no scripts yet
         return results
 
     async def _trim(self, stream: str) -> None:
@@ -422,6 +486,13 @@ class Collector:
         if log:
             self._log.info("collector_stats", **counters)
         return self.stats
+
+
+def _raise_transient(results: list[Any]) -> None:
+    """Raise the first error in a pipeline's ``results`` that is Redis being away, not the entry's fault."""
+    for result in results:
+        if isinstance(result, UNREACHABLE):
+            raise result
 
 
 async def _wait(stop: asyncio.Event, seconds: float, look: asyncio.Event | None = None) -> bool:

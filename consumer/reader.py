@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 import msgpack
-import redis.asyncio as aioredis
 
 from runstream.collector.records import Series, unpack_series, unpack_values
+from runstream.connection import RedisClient
 from runstream.events import Value
 from runstream.keys import Keys
 
@@ -42,7 +42,7 @@ def _text(raw: Mapping[bytes, bytes]) -> dict[str, str]:
 class RecordReader:
     """Reads the records of one workspace through an asyncio Redis client."""
 
-    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+    def __init__(self, client: RedisClient, keys: Keys) -> None:
         self.client = client
         self.keys = keys
 
@@ -202,7 +202,7 @@ class RecordNotReadyError(TimeoutError):
     """The collector has not applied what this process logged within the bound."""
 
 
-async def collectors_alive(client: aioredis.Redis, keys: Keys, now: float) -> list[str]:
+async def collectors_alive(client: RedisClient, keys: Keys, now: float) -> list[str]:
     """Readers of collectors that reported within :data:`COLLECTOR_STALE_AFTER` seconds."""
     reports = cast("dict[bytes, bytes]", await client.hgetall(keys.collectors()))
     alive = []

@@ -28,11 +28,11 @@ import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from runstream.artifacts import LocalArtifactStore
 from runstream.config import Settings
-from runstream.connection import SOCKET_TIMEOUT, connect
+from runstream.connection import SOCKET_TIMEOUT, RedisClient, connect
 from runstream.consumer.api import ROUTES
 from runstream.consumer.downsample import warm_up
 from runstream.consumer.openapi import openapi_document
@@ -73,7 +73,7 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return web.json_response(
             {"error": {"status": exc.status, "message": exc.reason}}, status=exc.status, headers=headers
         )
-    except RedisError as exc:  # Redis down, or refusing us: the client may retry later
+    except (RedisError, RedisClusterException) as exc:  # Redis down, or refusing us: the client may retry later
         _log.warning("redis_unavailable", path=request.path, error=f"{type(exc).__name__}: {exc}")
         message = f"the workspace's Redis is unavailable ({type(exc).__name__}); try again later"
         return web.json_response({"error": {"status": 503, "message": message}}, status=503)
@@ -250,23 +250,28 @@ def create_app(settings: ServerSettings) -> web.Application:
     return app
 
 
-def _server_client(url: str) -> aioredis.Redis:
+async def _server_client(url: str) -> RedisClient:
     """``connect``'s client with a pool where requests wait for a free connection: redis-py's
-    default pool raises "Too many connections" past 100 concurrent commands (500 SSE clients)."""
-    base = connect(url).connection_pool  # its options only; it never opens a connection
+    default pool raises "Too many connections" past 100 concurrent commands (500 SSE clients).
+    A cluster's client keeps a pool per node, sized by ``connect`` for the same load."""
+    client = await connect(url)
+    if not isinstance(client, aioredis.Redis):
+        return client  # a cluster's
+    base = client.connection_pool  # its options; the probe's one connection is let go with it
     pool = aioredis.BlockingConnectionPool(
         connection_class=base.connection_class,
         max_connections=REDIS_CONNECTIONS,
         timeout=SOCKET_TIMEOUT,
         **base.connection_kwargs,
     )
+    await client.aclose()
     return aioredis.Redis.from_pool(pool)
 
 
 async def _redis_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS].workspace
     keys = Keys(settings.workspace, settings.key_prefix, settings.shards)
-    async with _server_client(settings.redis_url) as client:
+    async with await _server_client(settings.redis_url) as client:
         app[REDIS] = client
         app[READER] = RecordReader(client, keys)
         app[HUB] = FeedHub(client, keys, app[SETTINGS].client_buffer)

@@ -18,11 +18,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
-import redis.asyncio as aioredis
 import structlog
 from aiohttp_sse import EventSourceResponse
 
 from runstream.codec import decode_payload
+from runstream.connection import RedisClient
 from runstream.consumer.subscribe import Resynced, Update, _id_tuple, missed_after
 from runstream.consumer.updates import to_json
 from runstream.errors import DecodeError
@@ -112,7 +112,7 @@ class FeedHub:
     not keeping up, or its catching up not done) before it is dropped.
     """
 
-    def __init__(self, client: aioredis.Redis, keys: Keys, client_buffer: int) -> None:
+    def __init__(self, client: RedisClient, keys: Keys, client_buffer: int) -> None:
         self.client = client
         self.keys = keys
         self.client_buffer = client_buffer

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from runstream.artifacts import LocalArtifactStore
+from runstream.connection import RedisClient
 from runstream.consumer.reader import RecordReader
 from runstream.consumer.series_cache import SeriesCache
 from runstream.consumer.settings import ServerSettings
@@ -14,7 +14,7 @@ from runstream.consumer.sse import FeedHub
 __all__ = ["HUB", "READER", "REDIS", "SERIES_CACHE", "SETTINGS", "STORE"]
 
 SETTINGS = web.AppKey("settings", ServerSettings)
-REDIS = web.AppKey("redis", aioredis.Redis)
+REDIS = web.AppKey[RedisClient]("redis")
 READER = web.AppKey("reader", RecordReader)
 HUB = web.AppKey("hub", FeedHub)
 STORE = web.AppKey("store", LocalArtifactStore)

@@ -17,9 +17,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
 
-import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from runstream.codec import decode_payload
+from runstream.connection import RedisClient
 from runstream.errors import DecodeError
 from runstream.events import TERMINAL_STATUSES, Event, StatusChanged
 from runstream.keys import Keys
@@ -51,7 +52,7 @@ def _id_tuple(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-async def missed_after(client: aioredis.Redis, live: str, after: str) -> bool:
+async def missed_after(client: RedisClient, live: str, after: str) -> bool:
     """Whether entries after ``after`` may have been trimmed off the stream.
 
     Errs on the side of a resync (harmless: the record is read again) where Redis
@@ -59,7 +60,7 @@ async def missed_after(client: aioredis.Redis, live: str, after: str) -> bool:
     """
     try:
         info = cast("dict[bytes | str, Any]", await client.xinfo_stream(live))
-    except aioredis.ResponseError:  # no stream yet: nothing to miss
+    except ResponseError:  # no stream yet: nothing to miss
         return False
 
     def field(name: str) -> Any:
@@ -80,7 +81,7 @@ def _text(value: bytes | str) -> str:
 
 
 async def subscribe(
-    client: aioredis.Redis,
+    client: RedisClient,
     keys: Keys,
     run_id: str,
     *,

@@ -11,8 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO, cast
 
-import redis.asyncio as aioredis
-
+from runstream.connection import RedisClient
 from runstream.consumer.reader import RecordReader
 from runstream.consumer.subscribe import Update, subscribe
 from runstream.errors import RunstreamError
@@ -31,7 +30,7 @@ class RunFailedError(RunstreamError):
 
 
 async def wait_for_completion(
-    client: aioredis.Redis, keys: Keys, run_id: str, *, show_output: bool = False, out: TextIO | None = None
+    client: RedisClient, keys: Keys, run_id: str, *, show_output: bool = False, out: TextIO | None = None
 ) -> dict[str, Any]:
     """Wait until the run is Completed, Failed or Canceled; return its details.
 
@@ -53,7 +52,7 @@ async def wait_for_completion(
     return details
 
 
-async def final_status(client: aioredis.Redis, keys: Keys, run_id: str) -> str:
+async def final_status(client: RedisClient, keys: Keys, run_id: str) -> str:
     """Block until the run's status is final, and return it.
 
     Wakes on each live-stream entry (XREAD BLOCK) and reads the status alone, without

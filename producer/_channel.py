@@ -13,18 +13,15 @@ import hashlib
 import time
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, cast
+from typing import Final, cast
 
-from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
+from redis.exceptions import AuthenticationError, NoPermissionError, RedisClusterException, RedisError
 from redis.typing import EncodableT, FieldT
 
 from runstream._log import sdk_logger
 from runstream._outbox import Outbox
 from runstream._spool import Spool
-from runstream.connection import connect, mask_url
-
-if TYPE_CHECKING:
-    import redis.asyncio as aioredis
+from runstream.connection import RedisClient, connect, mask_url
 
 __all__ = ["MAX_BACKOFF", "Channel"]
 
@@ -56,7 +53,7 @@ class Channel:
         self.retry_at = 0.0
         self.sending = False
         self._failures = 0
-        self._client: aioredis.Redis | None = None
+        self._client: RedisClient | None = None
         self.batches_sent = 0
         self.bytes_sent = 0
         self.events_sent = 0
@@ -66,10 +63,10 @@ class Channel:
     def __repr__(self) -> str:
         return f"Channel({mask_url(self.url)!r}, pending={self.outbox.pending})"
 
-    @property
-    def client(self) -> aioredis.Redis:
+    async def connected(self) -> RedisClient:
+        """The channel's client, made on first use (asking the node whether it is a cluster's)."""
         if self._client is None:
-            self._client = connect(self.url, retries=1)
+            self._client = await connect(self.url, retries=1)
         return self._client
 
     def ready(self, now: float) -> bool:
@@ -81,12 +78,13 @@ class Channel:
         if not batches:
             return
         try:
-            async with self.client.pipeline(transaction=False) as pipe:
+            client = await self.connected()
+            async with client.pipeline(transaction=False) as pipe:
                 for batch in batches:
                     # A pipeline queues the command and returns itself; nothing to await here.
                     _ = pipe.xadd(batch.stream, cast("dict[FieldT, EncodableT]", batch.fields))
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:  # (a cluster none of whose nodes answer)
             self._failed(exc)
             return
         self.outbox.ack(len(batches))

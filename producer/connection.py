@@ -4,45 +4,157 @@ Every part connects through :func:`connect` so the reply shapes are the same
 everywhere: RESP2 is pinned (XREADGROUP answers differ under RESP3) and replies stay
 bytes (payloads are binary msgpack).  ``redis://`` and ``rediss://`` URLs with a user
 and password (Redis ACL) work as redis-py parses them.
+
+A Redis Cluster needs nothing more than the URL of any one of its nodes: ``connect``
+asks that node (``INFO cluster``) and, when cluster mode is on, hands out redis-py's
+cluster client instead, which follows MOVED and ASK redirects and fail-overs.  A list
+of seed nodes, ``redis://host1:7000,host2:7000,host3:7000``, always means a cluster.
+Every key runstream writes together carries one hash tag (:mod:`runstream.keys`), so
+the same code runs on both.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Final
+from collections.abc import Generator
+from types import TracebackType
+from typing import Any, Final, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoPermissionError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["SOCKET_TIMEOUT", "connect", "mask_url"]
+__all__ = ["SOCKET_TIMEOUT", "RedisClient", "connect", "is_cluster", "mask_url", "seed_nodes"]
+
+#: What :func:`connect` gives: one server's client, or a cluster's.  Both speak the same
+#: commands; only a pipeline's reach differs (see :func:`is_cluster`).
+RedisClient: TypeAlias = aioredis.Redis | RedisCluster
 
 #: Seconds a command may wait on the socket; every blocking read uses a shorter BLOCK.
 SOCKET_TIMEOUT: Final = 5.0
 CONNECT_TIMEOUT: Final = 2.0
+#: Connections a cluster client may open to each node.  redis-py's cluster client raises
+#: past it rather than wait, so it is sized for a server's busiest moment.
+CLUSTER_NODE_CONNECTIONS: Final = 1000
 _QUERY_PASSWORD: Final = re.compile(r"((?:^|&)password=)[^&]*")
 
 
-def connect(url: str, *, retries: int = 3, socket_timeout: float = SOCKET_TIMEOUT) -> aioredis.Redis:
-    """An asyncio Redis client for ``url`` (RESP2, bytes replies, bounded timeouts).
+def connect(url: str, *, retries: int = 3, socket_timeout: float = SOCKET_TIMEOUT) -> Connecting:
+    """A Redis client for ``url`` (RESP2, bytes replies, bounded timeouts), a cluster's if ``url`` names one.
 
-    Transient failures (connection refused or reset, timeouts) are retried ``retries``
-    times with exponential backoff; callers that keep their own backlog (the
-    producer) pass a small number and retry on their own schedule.
+    Await it for the client, or use it as ``async with connect(url) as client:`` to
+    have the client closed after.  Transient failures (connection refused or reset,
+    timeouts) are retried ``retries`` times with exponential backoff; callers that keep
+    their own backlog (the producer) pass a small number and retry on their own schedule.
+
+    Raises:
+        redis.exceptions.ConnectionError: a single URL's node is out of reach (it must
+            answer to say whether it is part of a cluster).
     """
-    return aioredis.Redis.from_url(
-        url,
-        protocol=2,
-        decode_responses=False,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=CONNECT_TIMEOUT,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        health_check_interval=30,
-    )
+    return Connecting(url, retries, socket_timeout)
+
+
+def is_cluster(client: RedisClient) -> bool:
+    """Whether ``client`` is a cluster's: its pipelines run per node, in no set order between nodes."""
+    return isinstance(client, RedisCluster)
+
+
+def seed_nodes(url: str) -> list[tuple[str, int]] | None:
+    """The nodes of a seed-list URL (``redis://a:7000,b:7001``), or None for a one-node URL."""
+    hostports = urlsplit(url).netloc.rpartition("@")[2]
+    if "," not in hostports:
+        return None
+    nodes = []
+    for hostport in hostports.split(","):
+        host, _, port = hostport.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"a seed node must be HOST:PORT, not {hostport!r} (in {mask_url(url)})")
+        nodes.append((host.strip("[]"), int(port)))
+    return nodes
+
+
+class Connecting:
+    """What :func:`connect` returns: awaitable for the client, or an async context manager
+    that closes it after (as aiohttp's ``session.get`` is both)."""
+
+    __slots__ = ("_client", "retries", "socket_timeout", "url")
+
+    def __init__(self, url: str, retries: int, socket_timeout: float) -> None:
+        self.url = url
+        self.retries = retries
+        self.socket_timeout = socket_timeout
+        self._client: RedisClient | None = None
+
+    def __await__(self) -> Generator[Any, None, RedisClient]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> RedisClient:
+        self._client = await self._open()
+        return self._client
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    def _options(self) -> dict[str, Any]:
+        return {
+            "protocol": 2,
+            "decode_responses": False,
+            "socket_timeout": self.socket_timeout,
+            "socket_connect_timeout": CONNECT_TIMEOUT,
+            "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), self.retries),
+            "health_check_interval": 30,
+        }
+
+    async def _open(self) -> RedisClient:
+        seeds = seed_nodes(self.url)
+        if seeds is not None:
+            first = self.url.replace(urlsplit(self.url).netloc.rpartition("@")[2], f"{seeds[0][0]}:{seeds[0][1]}", 1)
+            return self._cluster(first, [ClusterNode(host, port) for host, port in seeds])
+        single = aioredis.Redis.from_url(
+            self.url, retry_on_error=[RedisConnectionError, RedisTimeoutError], **self._options()
+        )
+        try:
+            clustered = await _cluster_enabled(single)
+        except BaseException:
+            await single.aclose()
+            raise
+        if not clustered:
+            return single
+        await single.aclose()
+        return self._cluster(self.url, [])
+
+    def _cluster(self, url: str, seeds: list[ClusterNode]) -> RedisCluster:
+        # A cluster URL names no database; redis-py refuses a "/0" that its own URLs carry.
+        parts = urlsplit(url)
+        url = urlunsplit(parts._replace(path="" if parts.path in ("/0", "/") else parts.path))
+        options = self._options()
+        # The cluster client retries MOVED, ASK and TRYAGAIN itself; these retries are for
+        # the errors of a fail-over (connection lost, CLUSTERDOWN), as many as a node's.
+        return RedisCluster.from_url(
+            url,
+            startup_nodes=seeds or None,
+            max_connections=CLUSTER_NODE_CONNECTIONS,
+            **options,
+        )
+
+
+async def _cluster_enabled(client: aioredis.Redis) -> bool:
+    """Whether the node behind ``client`` runs in cluster mode.  A user refused INFO (a
+    write-only producer's ACL) is taken to be on one server: name a cluster's seeds to say otherwise."""
+    try:
+        info = await client.info("cluster")
+    except (NoPermissionError, ResponseError):
+        return False
+    return bool(info.get("cluster_enabled"))
 
 
 def mask_url(url: str | None) -> str | None:
