@@ -27,7 +27,7 @@ import json
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from typing import Any, Final, cast
 
@@ -55,6 +55,7 @@ from runstream.connection import Connecting, RedisClient, connect, is_cluster
 from runstream.errors import DecodeError
 from runstream.events import TERMINAL_STATUSES, StatusChanged
 from runstream.keys import INGEST_GROUP, Keys
+from runstream.shard_count import raise_shard_count
 
 __all__ = ["Collector", "CollectorSettings", "CollectorStats", "collector_client"]
 
@@ -150,6 +151,7 @@ class Collector:
         self._leases = Leases(client, settings.reader, int(settings.lease_ttl * 1000))
         self._apply = client.register_script(APPLY_LUA)
         self._caught_up: set[int] = set()  # owned shards whose last read found no backlog
+        self._loops = 0  # shards 0.._loops-1 have a loop (see _grow)
         self._share = self.keys.shards  # shards to keep while another collector has fewer (_balance)
         self._wanted = False  # whether a live collector holds fewer than its share
         # Set (and replaced) when we may hold more shards than we do: a collector left.
@@ -158,16 +160,25 @@ class Collector:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Collect until ``stop`` is set; then finish the batch in hand and release the leases."""
-        for shard in range(self.keys.shards):
+        count = await raise_shard_count(self.client, self.keys)
+        async with asyncio.TaskGroup() as tasks:
+            await self._grow(count, stop, tasks)
+            self._log.info("collector_started", shards=self.keys.shards)
+            tasks.create_task(self._sweep_loop(stop))
+            tasks.create_task(self._report_loop(stop, tasks))
+        self._log.info("collector_stopped", **self._counters())
+
+    async def _grow(self, count: int, stop: asyncio.Event, tasks: asyncio.TaskGroup) -> None:
+        """Read shards up to ``count``: a group and a loop for each one not read yet."""
+        for shard in range(self._loops, count):
             with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists already
                 await self.client.xgroup_create(self.keys.ingest(shard), INGEST_GROUP, id="0", mkstream=True)
-        self._log.info("collector_started", shards=self.keys.shards)
-        async with asyncio.TaskGroup() as tasks:
-            for shard in range(self.keys.shards):
-                tasks.create_task(self._shard_loop(shard, stop))
-            tasks.create_task(self._sweep_loop(stop))
-            tasks.create_task(self._report_loop(stop))
-        self._log.info("collector_stopped", **self._counters())
+        if count > self.keys.shards:
+            self._log.warning("shards_grown", configured=self.keys.shards, recorded=count)
+            self.keys = replace(self.keys, shards=count)
+        for shard in range(self._loops, count):
+            tasks.create_task(self._shard_loop(shard, stop))
+        self._loops = max(self._loops, count)
 
     # ------------------------------------------------------------------- shards
 
@@ -440,13 +451,16 @@ class Collector:
     def _counters(self) -> dict[str, Any]:
         return asdict(self.stats)
 
-    async def _report_loop(self, stop: asyncio.Event) -> None:
+    async def _report_loop(self, stop: asyncio.Event, tasks: asyncio.TaskGroup) -> None:
         period, log_at = self.settings.lease_ttl / 3, 0.0
         while not stop.is_set():
             now = time.monotonic()
             with contextlib.suppress(*UNREACHABLE):  # Redis away: published next period
                 await self.report(log=now >= log_at)
                 log_at = log_at if now < log_at else now + self.settings.stats_interval
+                recorded = cast("bytes | None", await self.client.get(self.keys.shard_count()))
+                if recorded is not None and int(recorded) > self._loops:  # a producer has more shards
+                    await self._grow(int(recorded), stop, tasks)
                 await self._balance()
             await _wait(stop, period)
         await self.client.hdel(self.keys.collectors(), self.settings.reader)
@@ -480,9 +494,9 @@ class Collector:
                 if group["name"] in (INGEST_GROUP, INGEST_GROUP.encode()):
                     lag[shard] = int(group.get("lag") or 0) + int(group.get("pending") or 0)
         self.stats.lag = lag
-        self.stats.updated_at = time.time()
-        counters = self._counters()
+        counters = {**self._counters(), "updated_at": time.time()}
         await self.client.hset(self.keys.collectors(), self.settings.reader, json.dumps(counters))
+        self.stats.updated_at = counters["updated_at"]  # once it is published: "reported" means others see it
         if log:
             self._log.info("collector_stats", **counters)
         return self.stats

@@ -22,6 +22,8 @@ from runstream._log import sdk_logger
 from runstream._outbox import Outbox
 from runstream._spool import Spool
 from runstream.connection import RedisClient, connect, mask_url
+from runstream.keys import Keys
+from runstream.shard_count import raise_shard_count
 
 __all__ = ["MAX_BACKOFF", "Channel"]
 
@@ -54,6 +56,8 @@ class Channel:
         self.sending = False
         self._failures = 0
         self._client: RedisClient | None = None
+        #: Workspaces whose shard count this channel has yet to raise (see claim_shards).
+        self._unclaimed: dict[str, Keys] = {}
         self.batches_sent = 0
         self.bytes_sent = 0
         self.events_sent = 0
@@ -72,6 +76,10 @@ class Channel:
     def ready(self, now: float) -> bool:
         return not self.sending and now >= self.retry_at and self.outbox.pending > 0
 
+    def claim_shards(self, keys: Keys) -> None:
+        """Raise the workspace's recorded shard count to ``keys.shards`` before the next send."""
+        self._unclaimed.setdefault(keys.shard_count(), keys)
+
     async def send(self) -> None:
         """XADD the oldest batches in one pipeline; on failure, back off and keep them."""
         batches = self.outbox.head(_PIPELINE_BATCHES, _PIPELINE_BYTES)
@@ -79,6 +87,9 @@ class Channel:
             return
         try:
             client = await self.connected()
+            for name, keys in list(self._unclaimed.items()):
+                await raise_shard_count(client, keys)
+                del self._unclaimed[name]
             async with client.pipeline(transaction=False) as pipe:
                 for batch in batches:
                     # A pipeline queues the command and returns itself; nothing to await here.

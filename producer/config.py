@@ -37,6 +37,7 @@ _ENV: Final = {
     "RUNSTREAM_WORKSPACE": "workspace",
     "RUNSTREAM_TOKEN": "token",
     "RUNSTREAM_DATA_DIR": "data_dir",
+    "RUNSTREAM_SHARDS": "shards",
 }
 
 
@@ -51,7 +52,8 @@ class Settings:
         token: bearer token for the server; never shown by ``repr``.
         data_dir: the local folder for artifacts and the spool.
         key_prefix: first component of every Redis key.
-        shards: number of ingest streams.
+        shards: number of ingest streams; the workspace's count in Redis is raised to it
+            (:mod:`runstream.shard_count`), so collectors read every stream a producer writes.
         max_memory_bytes: encoded batches held in memory before spilling to disk.
         max_queue_events: events the in-process buffer holds before ``log`` helps drain it.
         heartbeat_interval: seconds between heartbeats of a live run.
@@ -115,6 +117,10 @@ class Settings:
             values["data_dir"] = str(config_file.parent.parent / str(values["data_dir"]))
         values.setdefault("data_dir", str(data_dir))
         values.update({key: env[var] for var, key in _ENV.items() if env.get(var)})
+        if isinstance(values.get("shards"), str):  # from the environment
+            if not values["shards"].strip().isdigit():
+                raise ConfigError(f"RUNSTREAM_SHARDS must be a whole number, not {values['shards']!r}")
+            values["shards"] = int(values["shards"])
         if not values.get("redis_url"):
             instance = read_instance(Path(values["data_dir"]))
             if instance is not None and not instance.alive():

@@ -42,6 +42,8 @@ CONNECT_TIMEOUT: Final = 2.0
 #: past it rather than wait, so it is sized for a server's busiest moment.
 CLUSTER_NODE_CONNECTIONS: Final = 1000
 _QUERY_PASSWORD: Final = re.compile(r"((?:^|&)password=)[^&]*")
+#: The nodes of each cluster this process has met, by the URL it was reached through.
+_KNOWN_NODES: dict[str, list[tuple[str, int]]] = {}
 
 
 def connect(url: str, *, retries: int = 3, socket_timeout: float = SOCKET_TIMEOUT) -> Connecting:
@@ -117,34 +119,55 @@ class Connecting:
     async def _open(self) -> RedisClient:
         seeds = seed_nodes(self.url)
         if seeds is not None:
-            first = self.url.replace(urlsplit(self.url).netloc.rpartition("@")[2], f"{seeds[0][0]}:{seeds[0][1]}", 1)
-            return self._cluster(first, [ClusterNode(host, port) for host, port in seeds])
+            return self._cluster(_with_node(self.url, seeds[0]), seeds)
         single = aioredis.Redis.from_url(
             self.url, retry_on_error=[RedisConnectionError, RedisTimeoutError], **self._options()
         )
         try:
             clustered = await _cluster_enabled(single)
+        except RedisConnectionError:
+            await single.aclose()
+            known = _KNOWN_NODES.get(self.url)
+            if known is None:
+                raise
+            # The node this URL names is down (failed over, say), but this process has
+            # met its cluster: any node it knew finds the rest.
+            return self._cluster(_with_node(self.url, known[0]), known)
         except BaseException:
             await single.aclose()
             raise
         if not clustered:
             return single
         await single.aclose()
-        return self._cluster(self.url, [])
+        client = self._cluster(self.url, [])
+        try:
+            client = await client.initialize()
+        except BaseException:
+            await client.aclose()
+            raise
+        _KNOWN_NODES[self.url] = [(node.host, int(node.port)) for node in client.get_nodes()]
+        return client
 
-    def _cluster(self, url: str, seeds: list[ClusterNode]) -> RedisCluster:
+    def _cluster(self, url: str, seeds: list[tuple[str, int]]) -> RedisCluster:
         # A cluster URL names no database; redis-py refuses a "/0" that its own URLs carry.
         parts = urlsplit(url)
         url = urlunsplit(parts._replace(path="" if parts.path in ("/0", "/") else parts.path))
-        options = self._options()
-        # The cluster client retries MOVED, ASK and TRYAGAIN itself; these retries are for
-        # the errors of a fail-over (connection lost, CLUSTERDOWN), as many as a node's.
+        # The cluster client follows MOVED, ASK and TRYAGAIN itself; its retries are for the
+        # errors of a fail-over (connection lost, CLUSTERDOWN), as many as a node's.
         return RedisCluster.from_url(
             url,
-            startup_nodes=seeds or None,
+            startup_nodes=[ClusterNode(host, port) for host, port in seeds] or None,
             max_connections=CLUSTER_NODE_CONNECTIONS,
-            **options,
+            **self._options(),
         )
+
+
+def _with_node(url: str, node: tuple[str, int]) -> str:
+    """``url`` naming only ``node`` (its user, password and options kept)."""
+    parts = urlsplit(url)
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    host = f"[{node[0]}]" if ":" in node[0] else node[0]
+    return urlunsplit(parts._replace(netloc=f"{userinfo}{at}{host}:{node[1]}"))
 
 
 async def _cluster_enabled(client: aioredis.Redis) -> bool:

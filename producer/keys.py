@@ -12,6 +12,7 @@ slot and can be updated by one atomic script:
     rs:<ws>:exp:<name>:runs      sorted set of run ids by start time
     rs:<ws>:experiments          set of experiment names
     rs:<ws>:deadletter           stream of refused entries with the reason
+    rs:<ws>:shards               how many ingest shards the workspace has (see shard_count)
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from dataclasses import dataclass
 __all__ = ["DEFAULT_PREFIX", "DEFAULT_SHARDS", "INGEST_GROUP", "Keys", "check_identifier"]
 
 DEFAULT_PREFIX = "rs"
-DEFAULT_SHARDS = 4
+#: Ingest shards of a workspace: enough to spread over the primaries of a small cluster
+#: (each shard is one stream, in one slot) and over a few collectors.
+DEFAULT_SHARDS = 16
 #: The consumer group every collector reader joins on each ingest shard.
 INGEST_GROUP = "collectors"
 
@@ -149,6 +152,10 @@ class Keys:
 
     def deadletter(self) -> str:
         return f"{self.prefix}:{self.workspace}:deadletter"
+
+    def shard_count(self) -> str:
+        """The workspace's shard count, as high as any process was configured with."""
+        return f"{self.prefix}:{self.workspace}:shards"
 
     def live_runs(self) -> str:
         """Sorted set of runs not yet final, by the time of their last heartbeat."""

@@ -132,6 +132,7 @@ class EventLogger:
         ``live``: this process runs the run, so it sends heartbeats for it.
         """
         channel = self._channel(settings)
+        channel.claim_shards(keys)
         with self._drain_lock:
             handle = self._by_run.get((run_id, channel))
             if handle is None:  # one handle (so one seq counter) per run and destination

@@ -106,6 +106,15 @@ class RedisClusterServers:
             time.sleep(0.05)
 
     def healthy(self) -> bool:
+        """Whether every running node says the cluster is ok, they agree on ``masters``
+        primaries, none of which is stopped, and every replica is in sync."""
+        views = self.views()
+        running = {node.port for node in self.running()}
+        return views is not None and len(set(views)) == 1 and len(views[0]) == self.masters and views[0] <= running
+
+    def views(self) -> list[frozenset[int]] | None:
+        """Each running node's primaries (ports, failed ones left out); None while a node
+        says the cluster is not ok, or a replica is out of sync."""
         views = []
         for node in self.running():
             try:
@@ -114,12 +123,18 @@ class RedisClusterServers:
                     replication = cast("dict[str, object]", client.info("replication"))
                     views.append(frozenset(self._primaries(client)))
             except (redis.RedisError, redis.exceptions.RedisClusterException):
-                return False
+                return None
             if info.get("cluster_state") != "ok":
-                return False
+                return None
             if replication.get("role") == "slave" and replication.get("master_link_status") != "up":
-                return False
-        return len(set(views)) == 1 and len(next(iter(views))) == self.masters
+                return None
+        return views
+
+    def primaries(self) -> list[RedisServer]:
+        """The running nodes that serve slots now."""
+        views = self.views() or []
+        ports = set.intersection(*(set(v) for v in views)) if views else set()
+        return [node for node in self.running() if node.port in ports]
 
     @staticmethod
     def _primaries(client: redis.Redis) -> list[int]:

@@ -142,8 +142,15 @@ class Producer:
 
 def lease_owners(client: redis.Redis, workspace: Workspace) -> list[str | None]:
     """The reader holding each shard's lease (None: nobody)."""
-    owners = cast("list[bytes | None]", client.mget([workspace.keys.ingest_lease(s) for s in range(4)]))
+    owners = cast(
+        "list[bytes | None]", client.mget([workspace.keys.ingest_lease(s) for s in range(workspace.keys.shards)])
+    )
     return [owner.decode() if owner is not None else None for owner in owners]
+
+
+def halves(workspace: Workspace) -> dict[str, int]:
+    """The shards of two collectors c1 and c2 sharing them fairly."""
+    return {"c1": workspace.keys.shards // 2, "c2": workspace.keys.shards // 2}
 
 
 def applied_points(client: redis.Redis, workspace: Workspace, run_id: str) -> int:
@@ -154,7 +161,9 @@ def applied_points(client: redis.Redis, workspace: Workspace, run_id: str) -> in
 def pending(client: redis.Redis, workspace: Workspace) -> list[int]:
     """Entries read but not yet acked, per shard."""
     keys = workspace.keys
-    return [cast("dict[str, int]", client.xpending(keys.ingest(s), INGEST_GROUP))["pending"] for s in range(4)]
+    return [
+        cast("dict[str, int]", client.xpending(keys.ingest(s), INGEST_GROUP))["pending"] for s in range(keys.shards)
+    ]
 
 
 def describe(values: Sequence[object], points: int) -> str:
@@ -183,7 +192,11 @@ def assert_record_complete(
         f"run Completed; collectors:\n{collector.tail()}",
     )
     # The final status is in the record one round trip before its entry is acked.
-    wait_until(lambda: pending(client, workspace) == [0] * 4, 10, f"no entry pending; collectors:\n{collector.tail()}")
+    wait_until(
+        lambda: pending(client, workspace) == [0] * workspace.keys.shards,
+        10,
+        f"no entry pending; collectors:\n{collector.tail()}",
+    )
     series, log = read_series(workspace, run_id, "loss"), collector.tail()
 
     assert list(range(points)) == series.values, f"{describe(series.values, points)}\n{log}"
@@ -203,7 +216,9 @@ class TestKilledCollector:
         rng = random.Random(SEED)  # noqa: S311  # reproducible kill points, not secrets
         readers = ["c1", "c1", "c2", "c1", "c1", "c2", "c1"]  # the same name back, and another one
         collector = start_process(readers[0], 1.0)
-        wait_until(lambda: lease_owners(client, workspace) == ["c1"] * 4, 20, "c1 owning every shard")
+        wait_until(
+            lambda: lease_owners(client, workspace) == ["c1"] * workspace.keys.shards, 20, "c1 owning every shard"
+        )
         producer = Producer(experiment, points, flush_every=100)
         run_id = producer.run.id
 
@@ -238,10 +253,10 @@ class TestTwoCollectors:
             lambda: (
                 first.check_alive()
                 and second.check_alive()
-                and Counter(lease_owners(client, workspace)) == {"c1": 2, "c2": 2}
+                and Counter(lease_owners(client, workspace)) == halves(workspace)
             ),
             20,
-            "the shards split 2 and 2",
+            "the shards split in halves",
         )
         owners = lease_owners(client, workspace)
         split = {reader: [s for s, owner in enumerate(owners) if owner == reader] for reader in ("c1", "c2")}
@@ -259,7 +274,9 @@ class TestTwoCollectors:
         # and the claim.  The bound leaves room for a loaded machine.
         bound = 3 * ttl + 2
         wait_until(
-            lambda: lease_owners(client, workspace) == [survivor.reader] * 4, bound, "the survivor owns all shards"
+            lambda: lease_owners(client, workspace) == [survivor.reader] * workspace.keys.shards,
+            bound,
+            "the survivor owns all shards",
         )
         takeover = time.monotonic() - killed
         producer.join(120)
@@ -280,10 +297,10 @@ class TestStoppedCollector:
             lambda: (
                 stopped.check_alive()
                 and other.check_alive()
-                and Counter(lease_owners(client, workspace)) == {"c1": 2, "c2": 2}
+                and Counter(lease_owners(client, workspace)) == halves(workspace)
             ),
             30,
-            "the shards split 2 and 2",
+            "the shards split in halves",
         )
 
         start = time.monotonic()
@@ -293,7 +310,9 @@ class TestStoppedCollector:
         # Its last renewal was at most ttl / 3 before the signal, so an unreleased lease
         # would live until 2 * ttl / 3 after it at the earliest.
         expiry = 2 * ttl / 3
-        wait_until(lambda: lease_owners(client, workspace) == ["c2"] * 4, expiry, "c2 owning every shard")
+        wait_until(
+            lambda: lease_owners(client, workspace) == ["c2"] * workspace.keys.shards, expiry, "c2 owning every shard"
+        )
         taken = time.monotonic() - start
         events, log = stopped.events(), stopped.tail()
 
@@ -302,4 +321,4 @@ class TestStoppedCollector:
         assert "c1" not in owners_at_exit, log
         assert taken < expiry, log
         assert "collector_stopped" == events[-1], log
-        assert 2 == events.count("shard_released"), log
+        assert workspace.keys.shards // 2 == events.count("shard_released"), log

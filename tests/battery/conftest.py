@@ -50,6 +50,10 @@ print(run.id, flush=True)
 """
 
 
+#: A synchronous client of one server or of a cluster, for a test's own looks at the record.
+SyncRedis = redis.Redis | redis.RedisCluster
+
+
 def report(title: str, **figures: object) -> None:
     """Print a test's figures as one block (what was logged, what arrived, duplicates, recovery)."""
     width = max(map(len, figures))
@@ -84,6 +88,7 @@ def environment(workspace: Workspace, redis_url: str | None = None) -> dict[str,
         "RUNSTREAM_REDIS_URL": redis_url or workspace.settings.redis_url,
         "RUNSTREAM_WORKSPACE": workspace.name,
         "RUNSTREAM_DATA_DIR": str(workspace.settings.data_dir),
+        "RUNSTREAM_SHARDS": str(workspace.settings.shards),
     }
 
 
@@ -309,7 +314,7 @@ def through(workspace: Workspace, proxy: FaultProxy) -> Workspace:
     return Workspace.from_settings(workspace.settings.with_changes(redis_url=url))
 
 
-def collector_counters(client: redis.Redis, workspace: Workspace, reader: str) -> dict[str, Any]:
+def collector_counters(client: SyncRedis, workspace: Workspace, reader: str) -> dict[str, Any]:
     """The counters a collector process last published (applied, deduped, dead_lettered, ...)."""
     raw = cast("bytes | None", client.hget(workspace.keys.collectors(), reader))
     return dict(json.loads(raw)) if raw else {}
@@ -330,19 +335,19 @@ def wait_until(
     return time.monotonic() - start
 
 
-def shard_pending(client: redis.Redis, workspace: Workspace, run_id: str) -> str:
+def shard_pending(client: SyncRedis, workspace: Workspace, run_id: str) -> str:
     """The run's ingest shard: entries pending per reader, and the oldest (for failure messages)."""
     stream = workspace.keys.ingest_for(run_id)
     summary = client.xpending(stream, INGEST_GROUP)
     return f"{stream}: {summary['pending']} pending, per reader {summary['consumers']}, from {summary['min']}"
 
 
-def applied_points(client: redis.Redis, workspace: Workspace, run_id: str, name: str = "loss") -> int:
+def applied_points(client: SyncRedis, workspace: Workspace, run_id: str, name: str = "loss") -> int:
     """Points of ``name`` in the run's record so far."""
     return int(cast("bytes | None", client.hget(workspace.keys.metric_counts(run_id), name)) or 0)
 
 
-def record_status(client: redis.Redis, workspace: Workspace, run_id: str) -> tuple[str | None, str | None]:
+def record_status(client: SyncRedis, workspace: Workspace, run_id: str) -> tuple[str | None, str | None]:
     """The record's (status, error)."""
     status, error = cast("list[bytes | None]", client.hmget(workspace.keys.meta(run_id), ["status", "error"]))
     return (status.decode() if status else None, error.decode() if error else None)

@@ -19,7 +19,7 @@ from tests.battery.conftest import start_collector_process, started  # noqa: F40
 from tests.conftest import make_workspace
 
 #: Shards of a workspace on a cluster: enough that every primary holds some.
-SHARDS = 8
+SHARDS = 16
 
 
 @pytest.fixture(scope="module")
