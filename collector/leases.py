@@ -15,11 +15,16 @@ from runstream.connection import RedisClient
 
 __all__ = ["Leases"]
 
-_RENEW: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+#: Take or renew the lease: 0 if it is ours now, else the milliseconds until the holder's lapses.
+_ACQUIRE: Final = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 0
 end
-return 0
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 0
+end
+return math.max(1, redis.call('PTTL', KEYS[1]))
 """
 _RELEASE: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -36,18 +41,13 @@ class Leases:
         self._client = client
         self.owner = owner
         self.ttl_ms = ttl_ms
-        self._renew = client.register_script(_RENEW)
+        self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_RELEASE)
 
-    async def acquire(self, key: str) -> bool:
-        """Take the lease if nobody holds it (or renew it if we do)."""
-        if await self._client.set(key, self.owner, nx=True, px=self.ttl_ms):
-            return True
-        return await self.renew(key)
-
-    async def renew(self, key: str) -> bool:
-        """Extend our lease; False if it is not ours (any more)."""
-        return bool(await self._renew(keys=[key], args=[self.owner, self.ttl_ms]))
+    async def acquire(self, key: str) -> float:
+        """Take the lease if nobody holds it, or renew it if we do: 0.0 then.  Otherwise the
+        seconds until its holder's lease lapses, unless renewed: when to try again."""
+        return int(await self._acquire(keys=[key], args=[self.owner, self.ttl_ms])) / 1000
 
     async def release(self, key: str) -> None:
         """Give the lease back at once, if it is still ours."""

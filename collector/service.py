@@ -216,7 +216,7 @@ class Collector:
         if now >= renew_at:
             owned, renew_at = await self._check_lease(shard, owned, now, log)
         if not owned:
-            if await _wait(stop, self.settings.lease_ttl / 3, self._look):
+            if await _wait(stop, max(0.0, renew_at - time.monotonic()), self._look):
                 renew_at = 0.0  # our share grew: look at the lease now, sat out or not
             return owned, renew_at, trim_at
         entries = await self._read(stream, ">")
@@ -236,14 +236,17 @@ class Collector:
             await self._leases.release(lease)
             log.info("shard_yielded", share=self._share)
             return False, now + 2 * period  # sit out one look: a collector below its share takes it
-        held = await self._leases.acquire(lease)
+        lapses_in = await self._leases.acquire(lease)
+        held = lapses_in == 0
         self._set_owned(shard, held)
         if held and not owned:
             log.info("shard_acquired")
             await self._take_over(self.keys.ingest(shard))
         elif owned and not held:
             log.warning("shard_lost")
-        return held, now + period
+        # Another's lease is looked at again when it would lapse, if that is sooner than the
+        # next look: a dead holder's shard is taken at once, within the lease TTL of its death.
+        return held, now + (period if held else min(period, lapses_in + 0.005))
 
     def _set_owned(self, shard: int, owned: bool) -> None:
         shards = set(self.stats.shards)

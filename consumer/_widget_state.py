@@ -189,13 +189,13 @@ async def read_record(reader: RecordReader, run_id: str, state: RunState) -> str
     """Fill the blank ``state`` from the run's record; return the live-stream id it is current to (see the
     module docstring)."""
     keys = reader.keys
+    # Raw commands: redis-py's cluster transaction hands the reply parsers a keyword its
+    # command methods add (keys=...), which some parsers refuse; the replies are parsed the same.
     async with reader.client.pipeline(transaction=True) as pipe:
-        _ = pipe.xrevrange(keys.live(run_id), count=1)
-        _ = pipe.hgetall(keys.meta(run_id))
-        _ = pipe.hgetall(keys.tags(run_id))
-        _ = pipe.hgetall(keys.metric_index(run_id))
-        _ = pipe.hgetall(keys.metric_counts(run_id))
-        _ = pipe.xrevrange(keys.output(run_id), count=state.lines)
+        _ = pipe.execute_command("XREVRANGE", keys.live(run_id), "+", "-", "COUNT", 1)
+        for key in (keys.meta(run_id), keys.tags(run_id), keys.metric_index(run_id), keys.metric_counts(run_id)):
+            _ = pipe.execute_command("HGETALL", key)
+        _ = pipe.execute_command("XREVRANGE", keys.output(run_id), "+", "-", "COUNT", state.lines)
         live, *hashes, output = await pipe.execute()
     meta, state.tags, kinds, counts = ({k.decode(): v.decode() for k, v in h.items()} for h in hashes)
     state.name, state.status, state.error = (

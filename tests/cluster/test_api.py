@@ -22,6 +22,8 @@ from redis.exceptions import MovedError
 
 from runstream import Experiment, Run, Workspace
 from runstream.connection import connect, seed_nodes
+from runstream.consumer._widget_state import RunState, read_record
+from runstream.consumer.reader import RecordReader
 from runstream.consumer.server import ServerSettings, create_app
 from runstream.consumer.subscribe import Update, subscribe
 from runstream.redis_cluster import RedisClusterServers
@@ -179,6 +181,28 @@ class TestEndToEnd:
         assert updates, "the live stream of a run on a cluster is followed from its start"
         details = await asyncio.to_thread(runs[0].wait_for_completion)
         assert "Completed" == details["status"]
+
+
+def test_the_notebook_widget_reads_a_record_at_once(
+    cluster_workspace: Workspace, start_collector: Callable[..., CollectorThread]
+) -> None:
+    """The widget reads a record in one MULTI, which a cluster allows for the keys of one slot (one run)."""
+    start_collector(cluster_workspace)
+    run = Experiment(cluster_workspace, "widget").start_logging()
+    for step in range(5):
+        run.log("loss", 1.0 / (step + 1))
+    run.tag("lr", "0.1")
+    run.complete()
+
+    async def read() -> RunState:
+        state = RunState(name="", cap=1000, lines=100)
+        async with connect(cluster_workspace.settings.redis_url) as client:
+            await read_record(RecordReader(client, cluster_workspace.keys), run.id, state)
+        return state
+
+    state = asyncio.run(read())
+    assert ("Completed", {"lr": "0.1"}) == (state.status, state.tags)
+    assert [1.0, 0.5, 1 / 3, 0.25, 0.2] == state.metrics["loss"].ys
 
 
 def test_a_plain_client_is_redirected(cluster: RedisClusterServers, cluster_workspace: Workspace) -> None:
