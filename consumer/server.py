@@ -32,7 +32,7 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from runstream.artifacts import LocalArtifactStore
 from runstream.config import Settings
-from runstream.connection import SOCKET_TIMEOUT, RedisClient, connect
+from runstream.connection import SOCKET_TIMEOUT, RedisClient, connect, mask_url, seed_nodes, single_node
 from runstream.consumer.api import ROUTES
 from runstream.consumer.downsample import warm_up
 from runstream.consumer.openapi import openapi_document
@@ -253,8 +253,24 @@ def create_app(settings: ServerSettings) -> web.Application:
 async def _server_client(url: str) -> RedisClient:
     """``connect``'s client with a pool where requests wait for a free connection: redis-py's
     default pool raises "Too many connections" past 100 concurrent commands (500 SSE clients).
-    A cluster's client keeps a pool per node, sized by ``connect`` for the same load."""
-    client = await connect(url)
+    A cluster's client keeps a pool per node, sized by ``connect`` for the same load.
+
+    A server starts even when Redis does not answer (or refuses it): it answers 503 until
+    Redis does.  It then cannot ask a one-node URL whether it names a cluster, and takes it
+    for one server; a seed-list URL always means a cluster.
+    """
+    try:
+        client = await connect(url)
+    except (RedisError, RedisClusterException) as exc:
+        if seed_nodes(url) is not None:
+            raise
+        _log.warning(
+            "redis_unreachable_at_start",
+            redis=mask_url(url),
+            error=f"{type(exc).__name__}: {exc}",
+            hint="taken for one server; for a cluster, name seed nodes or restart once it answers",
+        )
+        client = single_node(url)
     if not isinstance(client, aioredis.Redis):
         return client  # a cluster's
     base = client.connection_pool  # its options; the probe's one connection is let go with it

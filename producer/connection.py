@@ -29,7 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoPermissionError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["SOCKET_TIMEOUT", "RedisClient", "connect", "is_cluster", "mask_url", "seed_nodes"]
+__all__ = ["SOCKET_TIMEOUT", "RedisClient", "connect", "is_cluster", "mask_url", "seed_nodes", "single_node"]
 
 #: What :func:`connect` gives: one server's client, or a cluster's.  Both speak the same
 #: commands; only a pipeline's reach differs (see :func:`is_cluster`).
@@ -59,6 +59,25 @@ def connect(url: str, *, retries: int = 3, socket_timeout: float = SOCKET_TIMEOU
             answer to say whether it is part of a cluster).
     """
     return Connecting(url, retries, socket_timeout)
+
+
+def single_node(url: str, *, retries: int = 3, socket_timeout: float = SOCKET_TIMEOUT) -> aioredis.Redis:
+    """A client of the one server ``url`` names, without asking whether it is part of a cluster."""
+    return aioredis.Redis.from_url(
+        url, retry_on_error=[RedisConnectionError, RedisTimeoutError], **_options(retries, socket_timeout)
+    )
+
+
+def _options(retries: int, socket_timeout: float) -> dict[str, Any]:
+    """What every client gets, of one server or of a cluster."""
+    return {
+        "protocol": 2,
+        "decode_responses": False,
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), retries),
+        "health_check_interval": 30,
+    }
 
 
 def is_cluster(client: RedisClient) -> bool:
@@ -107,22 +126,13 @@ class Connecting:
             await client.aclose()
 
     def _options(self) -> dict[str, Any]:
-        return {
-            "protocol": 2,
-            "decode_responses": False,
-            "socket_timeout": self.socket_timeout,
-            "socket_connect_timeout": CONNECT_TIMEOUT,
-            "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), self.retries),
-            "health_check_interval": 30,
-        }
+        return _options(self.retries, self.socket_timeout)
 
     async def _open(self) -> RedisClient:
         seeds = seed_nodes(self.url)
         if seeds is not None:
             return self._cluster(_with_node(self.url, seeds[0]), seeds)
-        single = aioredis.Redis.from_url(
-            self.url, retry_on_error=[RedisConnectionError, RedisTimeoutError], **self._options()
-        )
+        single = single_node(self.url, retries=self.retries, socket_timeout=self.socket_timeout)
         try:
             clustered = await _cluster_enabled(single)
         except RedisConnectionError:
