@@ -42,8 +42,8 @@ CONNECT_TIMEOUT: Final = 2.0
 #: past it rather than wait, so it is sized for a server's busiest moment.
 CLUSTER_NODE_CONNECTIONS: Final = 1000
 _QUERY_PASSWORD: Final = re.compile(r"((?:^|&)password=)[^&]*")
-#: The nodes of each cluster this process has met, by the URL it was reached through.
-_KNOWN_NODES: dict[str, list[tuple[str, int]]] = {}
+#: The nodes of each cluster this process has met, by each of its nodes.
+_KNOWN_NODES: dict[tuple[str, int], list[tuple[str, int]]] = {}
 
 
 def connect(url: str, *, retries: int = 3, socket_timeout: float = SOCKET_TIMEOUT) -> Connecting:
@@ -137,7 +137,8 @@ class Connecting:
             clustered = await _cluster_enabled(single)
         except RedisConnectionError:
             await single.aclose()
-            known = _KNOWN_NODES.get(self.url)
+            parts = urlsplit(self.url)
+            known = _KNOWN_NODES.get((parts.hostname or "localhost", parts.port or 6379))
             if known is None:
                 raise
             # The node this URL names is down (failed over, say), but this process has
@@ -155,7 +156,10 @@ class Connecting:
         except BaseException:
             await client.aclose()
             raise
-        _KNOWN_NODES[self.url] = [(node.host, int(node.port)) for node in client.get_nodes()]
+        nodes = [(node.host, int(node.port)) for node in client.get_nodes()]
+        parts = urlsplit(self.url)
+        for node in [*nodes, (parts.hostname or "localhost", parts.port or 6379)]:
+            _KNOWN_NODES[node] = nodes
         return client
 
     def _cluster(self, url: str, seeds: list[tuple[str, int]]) -> RedisCluster:

@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from runstream import Workspace
+from runstream.connection import connect
 from runstream.redis_cluster import RedisClusterServers
 from tests.battery.conftest import start_collector_process, started  # noqa: F401  # fixtures used here
 from tests.conftest import make_workspace
@@ -40,6 +41,13 @@ def replicated_cluster(tmp_path: Path) -> Iterator[RedisClusterServers]:
 def cluster_workspace(cluster: RedisClusterServers, tmp_path: Path) -> Workspace:
     """A fresh workspace on the module's cluster, reached through the URL of one node."""
     return make_workspace(cluster.url, tmp_path / ".runstream", shards=SHARDS)
+
+
+async def client_kind(url: str) -> str:
+    """The class of the client ``connect`` gives for ``url`` ("Redis" or "RedisCluster"), once it answered."""
+    async with connect(url) as client:
+        await client.ping()
+        return type(client).__name__
 
 
 def cluster_client(url: str) -> redis.RedisCluster:

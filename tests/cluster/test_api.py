@@ -27,16 +27,10 @@ from runstream.consumer.reader import RecordReader
 from runstream.consumer.server import ServerSettings, create_app
 from runstream.consumer.subscribe import Update, subscribe
 from runstream.redis_cluster import RedisClusterServers
-from tests.cluster.conftest import cluster_client
+from tests.cluster.conftest import client_kind, cluster_client
 from tests.conftest import CollectorThread
 
 RUNS = 12  # enough that the runs' slots fall on every primary
-
-
-async def client_kind(url: str) -> str:
-    async with connect(url) as client:
-        await client.ping()
-        return type(client).__name__
 
 
 class TestConnect:

@@ -9,6 +9,7 @@ threads of this process (the real logger).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 import redis
 from redis.exceptions import AskError
 
+import runstream
 from runstream import Workspace
 from runstream.redis_cluster import RedisClusterServers
 from runstream.redis_server import RedisServer
@@ -33,7 +35,7 @@ from tests.battery.conftest import (
     start_run,
     wait_until,
 )
-from tests.cluster.conftest import SHARDS, cluster_client
+from tests.cluster.conftest import SHARDS, client_kind, cluster_client
 from tests.conftest import make_workspace
 
 pytestmark = pytest.mark.battery
@@ -164,7 +166,10 @@ class TestFailover:
             wait_until(
                 lambda: applied_points(client, workspace, first) > before[first] + self.FLUSH,
                 60,
-                "the first run's record growing again",
+                lambda: (
+                    f"the first run's record growing again; {runstream.logger_stats()}\n"
+                    + "\n".join(c.tail(40) for c in collectors)
+                ),
             )
             resumed = time.monotonic() - killed
             figures = check_whole(client, workspace, producers)
@@ -180,6 +185,8 @@ class TestFailover:
                 total_s=f"{time.monotonic() - killed:.1f} from the kill",
             )
 
+            # A process that met the cluster finds it through any node it knew, the dead one included.
+            assert "RedisCluster" == asyncio.run(client_kind(f"redis://127.0.0.1:{victim.port}"))
             assert hit, "the killed primary held a run's shard"
             assert 0 == figures["duplicates"]
             assert figures["missing"] <= len(hit) * self.FLUSH, "lost: at most one flush of each run it held"
