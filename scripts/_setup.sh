@@ -7,6 +7,8 @@ apt_install() {
 
 # Tests and `runstream up` start their own redis-server processes; only the binary is needed.
 command -v redis-server >/dev/null || apt_install redis-server
+# redis-cli joins the nodes of the tests' Redis Clusters (redis-tools, which redis-server pulls in).
+command -v redis-cli >/dev/null || apt_install redis-tools
 
 python=${PYTHON:-$(command -v python3.11 || command -v python3)}
 if [ ! -x .venv/bin/python ]; then
