@@ -1,13 +1,14 @@
 """``python -m bench [--quick] [--no-peers]``: every benchmark, side by side, in one run.
 
-Starts a private Redis, collector processes and the server; measures runstream against
+Starts a private Redis, collector processes and the server (and, for the last section,
+a private 3-primary Redis Cluster: :mod:`bench.cluster`); measures runstream against
 the floor (a bare append, raw Redis) and against MLflow and W&B offline (installed on
 first use into a venv of their own, bench/.peers-venv: not project dependencies).
 Prints a table of medians with min-max and ratios, writes the raw figures as JSON
 (bench/results/suite.json) and the table as markdown (bench/RESULTS.md, which the
 README links).  A row whose target is missed is marked, and a profile of what it
-measures shows where the time goes (:mod:`bench.profiles`).  Full: about 3 minutes on
-2 cores (the peers' venv installed); ``--quick``: under 1.
+measures shows where the time goes (:mod:`bench.profiles`).  Full: about 4 minutes on
+2 cores (the peers' venv installed); ``--quick``: under 2.
 """
 
 from __future__ import annotations

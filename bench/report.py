@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
-__all__ = ["Row", "markdown", "text"]
+__all__ = ["Row", "markdown", "replace_section", "text"]
 
 
 @dataclass
@@ -31,6 +31,7 @@ class Row:
     shown: str = ""  # instead of median (min-max): e.g. "p50 / p99 / max" of one set of samples
     met: bool | None = None  # the target met (None: no target)
     profile: str = ""  # what bench.profiles runs to show where the time goes when the target is missed
+    note: str = ""  # said under the section: what bounds its measures, how to read them
 
     def median(self) -> float:
         return statistics.median(self.values)
@@ -75,19 +76,47 @@ def text(rows: list[Row]) -> str:
         lines.append(f"  {row.name:<60} {row.shown or _spread(row.values):>30} {row.unit:<9}{target}")
         if row.against:
             lines.append(f"  {'':<60} {_comparisons(row)}")
+        if row.note:
+            lines.append(f"  {row.note}")
     return "\n".join(lines)
 
 
+def _table_line(row: Row) -> str:
+    measured = f"{row.shown or _spread(row.values)} {row.unit}"
+    target = f"{row.target}{' (missed)' if row.met is False else ''}" if row.target else "-"
+    return f"| {row.section} | {row.name} | {measured} | {_comparisons(row) or '-'} | {target} |"
+
+
+def _note_line(row: Row) -> str:
+    return f"- {row.section}: {row.note}"
+
+
 def markdown(rows: list[Row], header: str) -> str:
-    """The table as markdown, under ``header`` (machine, date, command)."""
+    """The table as markdown, under ``header`` (machine, date, command); the sections' notes below it."""
     lines = [
         header,
         "",
         "| section | measure | runstream: median (min-max) | compared with | target |",
         "|---|---|---|---|---|",
+        *(_table_line(row) for row in rows),
     ]
-    for row in rows:
-        measured = f"{row.shown or _spread(row.values)} {row.unit}"
-        target = f"{row.target}{' (missed)' if row.met is False else ''}" if row.target else "-"
-        lines.append(f"| {row.section} | {row.name} | {measured} | {_comparisons(row) or '-'} | {target} |")
-    return "\n".join(lines) + "\n"
+    notes = [_note_line(row) for row in rows if row.note]
+    return "\n".join(lines + (["", *notes] if notes else [])) + "\n"
+
+
+def replace_section(document: str, rows: list[Row]) -> str:
+    """``document`` (a :func:`markdown` table) with the rows and notes of ``rows``' section replaced by these.
+
+    A section is known by its title up to the first colon ("7. Redis Cluster"), so that
+    rows measured at other sizes replace it too; a section not yet there is added last.
+    """
+    key = rows[0].section.partition(":")[0]
+    lines = [line for line in document.splitlines() if not line.startswith((f"| {key}", f"- {key}"))]
+    end = max(i for i, line in enumerate(lines) if line.startswith("|")) + 1
+    rest = lines[end:]
+    while rest and not rest[-1].strip():
+        rest.pop()
+    notes = [_note_line(row) for row in rows if row.note]
+    if notes and not rest:
+        rest = [""]
+    return "\n".join(lines[:end] + [_table_line(row) for row in rows] + rest + notes) + "\n"

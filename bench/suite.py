@@ -12,16 +12,14 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
-from typing import Any, cast
+from typing import Any
 
 import redis
 
@@ -29,9 +27,10 @@ from bench import collector as collector_bench
 from bench import consumer as consumer_bench
 from bench import producer as producer_bench
 from bench import server as server_bench
+from bench.cluster import cluster_rows
 from bench.report import Row
+from bench.scaling import collector_process, drains
 from runstream import Experiment, Workspace
-from runstream.keys import Keys
 from runstream.redis_server import RedisServer
 
 __all__ = ["FULL", "QUICK", "Sizes", "Stack", "run_sections"]
@@ -61,7 +60,7 @@ class Sizes:
     peer_calls: int
     peer_points: int
     collectors: tuple[int, ...]  # collector processes for the scaling measure
-    scaling_points: int
+    scaling_points: int  # points drained per measure, here and in the Redis Cluster section (bench.cluster)
 
 
 FULL = Sizes(
@@ -78,20 +77,6 @@ class Stack:
     workspace: Workspace
     data_dir: Path
     base_url: str
-
-
-def collector_process(workspace: Workspace, *, lease_ttl: float = 5.0, reader: str = "") -> subprocess.Popen[bytes]:
-    """``python -m runstream.collector`` for ``workspace`` (its logs only from warnings up)."""
-    settings = workspace.settings
-    env = os.environ | {
-        "RUNSTREAM_REDIS_URL": settings.redis_url,
-        "RUNSTREAM_WORKSPACE": settings.workspace,
-        "RUNSTREAM_DATA_DIR": str(settings.data_dir),
-    }
-    command = [sys.executable, "-m", "runstream.collector", "--lease-ttl", str(lease_ttl), "--json"]
-    if reader:
-        command += ["--reader", reader]
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @contextmanager
@@ -339,65 +324,9 @@ def reading(st: Stack, sizes: Sizes) -> list[Row]:
 
 
 def scaling(redis_server: RedisServer, data_dir: Path, processes: int, points: int) -> float:
-    """Points/s applied by ``processes`` collector processes sharing the 4 ingest shards.
-
-    The collectors start first and share the shards out; then they are paused (SIGSTOP)
-    while 8 runs fill the shards, and the clock runs from their release (SIGCONT) to the
-    last point applied: the apply rate alone, not start-up or the producer's pace.
-    """
+    """Points/s applied by ``processes`` collector processes sharing the default ingest shards, filled by 8 runs."""
     workspace = Workspace(f"scale{processes}", redis_url=redis_server.url, data_dir=data_dir)
-    keys = workspace.keys
-    client = redis.Redis.from_url(redis_server.url)
-    workers = [collector_process(workspace, lease_ttl=5.0, reader=f"c{k}") for k in range(processes)]
-    share = keys.shards // processes
-    try:
-        _until(
-            lambda: _shared_out(client, keys, processes, share),
-            60,
-            f"{processes} collectors to share the shards out",
-            0.05,
-        )
-        for worker in workers:
-            os.kill(worker.pid, signal.SIGSTOP)
-        runs = [Experiment(workspace, "bench-scale").start_logging() for _ in range(8)]
-        for i in range(points):
-            runs[i % 8].log("loss", i * 0.5)
-        for run in runs:
-            run.complete(timeout=None)  # the record is not waited for: its collectors are paused
-            run.flush(timeout=300)  # everything is in the ingest streams
-        start = time.perf_counter()
-        for worker in workers:
-            os.kill(worker.pid, signal.SIGCONT)
-        ids = [run.id for run in runs]
-        _until(lambda: _applied(client, keys, ids) >= points, 300, f"{processes} collectors to apply the points", 0.002)
-        return points / (time.perf_counter() - start)
-    finally:
-        for worker in workers:
-            os.kill(worker.pid, signal.SIGCONT)
-            worker.terminate()
-        for worker in workers:
-            worker.wait(30)
-        client.close()
-
-
-def _until(condition: Callable[[], bool], bound: float, what: str, poll: float) -> None:
-    deadline = time.monotonic() + bound
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"waited {bound:.0f} s for {what}")
-        time.sleep(poll)
-
-
-def _shared_out(client: redis.Redis, keys: Keys, processes: int, share: int) -> bool:
-    """Whether collectors c0..c<processes - 1> each hold at least ``share`` shards, and all are held."""
-    owners = [client.get(keys.ingest_lease(shard)) for shard in range(keys.shards)]
-    held = [owners.count(f"c{k}".encode()) for k in range(processes)]
-    return min(held) >= share and sum(held) == keys.shards
-
-
-def _applied(client: redis.Redis, keys: Keys, run_ids: list[str]) -> int:
-    counts = [client.hget(keys.metric_counts(run_id), "loss") for run_id in run_ids]
-    return sum(int(cast("bytes", c)) for c in counts if c)
+    return drains(workspace, processes, points, runs=8)[0].rate
 
 
 def scaling_rows(redis_server: RedisServer, data_dir: Path, sizes: Sizes) -> list[Row]:
@@ -438,5 +367,8 @@ def run_sections(sizes: Sizes, data_dir: Path, peers: dict[str, Any], say: Calla
         started = time.perf_counter()
         rows += scaling_rows(redis_server, data_dir, sizes)
         say(f"scaling: {time.perf_counter() - started:.0f} s")
-    order = ["1.", "2.", "3.", "4.", "5.", "6."]
+    started = time.perf_counter()  # a Redis and a Redis Cluster of their own, the same points as scaling
+    rows += cluster_rows(data_dir, sizes.scaling_points, sizes.repeats, say)
+    say(f"Redis Cluster: {time.perf_counter() - started:.0f} s")
+    order = ["1.", "2.", "3.", "4.", "5.", "6.", "7."]
     return sorted(rows, key=lambda row: order.index(row.section[:2]) if row.section[:2] in order else 99)
