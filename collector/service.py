@@ -222,6 +222,9 @@ class Collector:
         entries = await self._read(stream, ">")
         (self._caught_up.add if len(entries) < self.settings.count else self._caught_up.discard)(shard)
         if entries:
+            owned, renew_at = await self._confirm_lease(shard, owned, renew_at, log)
+            if not owned:  # lapsed while we read (or waited for the loop): the next owner claims these
+                return owned, renew_at, trim_at
             await self._process(stream, entries)
         if now >= trim_at:
             await self._trim(stream)
@@ -241,12 +244,29 @@ class Collector:
         self._set_owned(shard, held)
         if held and not owned:
             log.info("shard_acquired")
-            await self._take_over(self.keys.ingest(shard))
+            held = await self._take_over(shard)
+            self._set_owned(shard, held)
+            now = time.monotonic()
         elif owned and not held:
             log.warning("shard_lost")
         # Another's lease is looked at again when it would lapse, if that is sooner than the
         # next look: a dead holder's shard is taken at once, within the lease TTL of its death.
         return held, now + (period if held else min(period, lapses_in + 0.005))
+
+    async def _confirm_lease(self, shard: int, owned: bool, renew_at: float, log: BoundLogger) -> tuple[bool, float]:
+        """Before applying what a read returned: renew the lease if it is due.
+
+        A read blocks up to a third of the lease TTL, and a busy process (one shard's
+        batch decoded while the others wait for the loop) can delay a turn further.  Had
+        the lease lapsed meanwhile, another collector may have taken the shard and applied
+        newer entries of a run: applying ours after them would have the seq check skip
+        ours as seen.  So the lease is confirmed (renewed) here when its renewal is due,
+        and what was read is left pending for the new owner if it is ours no longer.
+        """
+        now = time.monotonic()
+        if now < renew_at:
+            return owned, renew_at
+        return await self._check_lease(shard, owned, now, log)
 
     def _set_owned(self, shard: int, owned: bool) -> None:
         shards = set(self.stats.shards)
@@ -267,8 +287,11 @@ class Collector:
         # RESP2 (pinned in connect): [[stream, [(id, fields or None), ...]]]
         return cast("list[list[list[Entry]]]", reply)[0][1]
 
-    async def _take_over(self, stream: str) -> None:
-        """Claim every entry another reader read but did not ack, then apply ours in order."""
+    async def _take_over(self, shard: int) -> bool:
+        """Claim every entry another reader read but did not ack, then apply ours in order;
+        whether the shard is still ours (its lease is renewed between two rounds of a long backlog)."""
+        stream, lease = self.keys.ingest(shard), self.keys.ingest_lease(shard)
+        renewed, period = time.monotonic(), self.settings.lease_ttl / 3
         cursor: bytes | str = "0-0"
         while True:
             # (redis-py drops the cursor from a JUSTID reply, so the entries come along)
@@ -279,9 +302,14 @@ class Collector:
             if cursor in (b"0-0", "0-0"):
                 break
         while entries := await self._read(stream, "0"):
+            if time.monotonic() - renewed >= period:
+                if await self._leases.acquire(lease):
+                    return False  # lapsed meanwhile: the new owner claims what is left
+                renewed = time.monotonic()
             await self._process(stream, entries)
             if len(entries) < self.settings.count:
                 break
+        return True
 
     # ---------------------------------------------------------------- applying
 

@@ -114,7 +114,7 @@ class Process:
     def check_alive(self) -> bool:
         """True while it runs; a process that exits on its own fails the test with its log."""
         code = self.process.poll()
-        assert code is None, f"{self.name} exited with {code}:\n{self.tail()}"
+        assert code is None, f"{self.name} exited with {code}:\n{self.tail(300)}"
         return True
 
     def kill(self) -> None:
