@@ -200,6 +200,16 @@ class Collector:
                     owned, renew_at = False, 0.0
                     self._set_owned(shard, False)
                     await _wait(stop, self.settings.lease_ttl / 3)
+                except ResponseError as exc:
+                    if not _node_changed(exc):
+                        raise
+                    # The stream's node changed roles or lost the group in a fail-over: read again,
+                    # from a group made anew if need be (a replay is skipped by the seq check).
+                    log.warning("stream_node_changed", error=str(exc))
+                    with contextlib.suppress(ResponseError, *UNREACHABLE):  # BUSYGROUP: it is there
+                        await self.client.xgroup_create(stream, INGEST_GROUP, id="0", mkstream=True)
+                    owned, renew_at = False, 0.0
+                    self._set_owned(shard, False)
         finally:
             if owned:
                 await self._leases.release(lease)
@@ -520,7 +530,12 @@ class Collector:
         """Refresh the lag per owned shard, publish the counters to Redis (and the log)."""
         lag: dict[int, int] = {}
         for shard in self.stats.shards:
-            groups = await self.client.xinfo_groups(self.keys.ingest(shard))
+            try:
+                groups = await self.client.xinfo_groups(self.keys.ingest(shard))
+            except ResponseError as exc:
+                if isinstance(exc, UNREACHABLE):
+                    raise
+                continue  # the stream went with a failed-over node: its loop makes it again
             for group in groups:
                 if group["name"] in (INGEST_GROUP, INGEST_GROUP.encode()):
                     lag[shard] = int(group.get("lag") or 0) + int(group.get("pending") or 0)
@@ -531,6 +546,12 @@ class Collector:
         if log:
             self._log.info("collector_stats", **counters)
         return self.stats
+
+
+def _node_changed(exc: ResponseError) -> bool:
+    """Whether ``exc`` says a stream's node failed over under a blocked read (UNBLOCKED) or
+    came back without the consumer group (NOGROUP), rather than that a command was wrong."""
+    return str(exc).startswith(("UNBLOCKED", "NOGROUP"))
 
 
 def _raise_transient(results: list[Any]) -> None:

@@ -819,3 +819,22 @@ class TestStorageBudget:
 
         assert read_series(workspace, run.id, "loss").values[-1] == (points - 1) * 1e-6
         assert per_point <= 16
+
+
+def test_a_stream_that_lost_its_group_is_read_again(
+    workspace: Workspace, client: redis.Redis, start_collector: Callable[..., CollectorThread]
+) -> None:
+    """A shard's stream gone with its group (a fail-over to a replica that never saw them):
+    the collector makes the group again and goes on, rather than end on NOGROUP."""
+    collector = start_collector(workspace)
+    run = Experiment(workspace, "vanished").start_logging()
+    run.log("a", 1)
+    assert {"a": 1} == run.get_metrics()
+
+    client.delete(workspace.keys.ingest_for(run.id))
+    run.log("a", 2)
+
+    assert {"a": [1, 2]} == run.get_metrics()
+    assert collector.error is None
+    assert collector.collector is not None
+    assert workspace.keys.shard_of(run.id) in collector.collector.stats.shards
