@@ -9,16 +9,20 @@ lease that has meanwhile passed to another.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final, NamedTuple, cast
 
 from runstream.connection import RedisClient
 
-__all__ = ["Leases"]
+__all__ = ["Attempt", "Entries", "Leases"]
 
-#: Take or renew the lease: 0 if it is ours now, else the milliseconds until the holder's lapses.
+#: Stream entries as XREADGROUP gives them: (id, fields); fields None for one deleted while pending.
+Entries = list[tuple[bytes, dict[bytes, bytes] | None]]
+
+#: Take or renew the lease: -1 if we took it anew, 0 if we renewed it, else the milliseconds
+#: until the holder's lapses.
 _ACQUIRE: Final = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return 0
+  return -1
 end
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -26,12 +30,46 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return math.max(1, redis.call('PTTL', KEYS[1]))
 """
+#: Read new entries of a shard only while its lease is ours: false if it is not; else {1, entries}
+#: or, with none new, {0, the stream's last id} (what a wait for new ones starts from).
+_READ: Final = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return false
+end
+local got = redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[1], 'COUNT', ARGV[3], 'STREAMS', KEYS[2], '>')
+if got then
+  return {1, got[1][2]}
+end
+local info = redis.call('XINFO', 'STREAM', KEYS[2])
+for i = 1, #info, 2 do
+  if info[i] == 'last-generated-id' then
+    return {0, info[i + 1]}
+  end
+end
+return {0, '0-0'}
+"""
 _RELEASE: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
 """
+
+
+class Attempt(NamedTuple):
+    """What came of an :meth:`Leases.acquire`.
+
+    Attributes:
+        held: the lease is ours now.
+        fresh: it was taken anew, not renewed: whoever held it before (another reader, or
+            we, unaware that it had lapsed) may have left entries pending, to be claimed
+            before anything new is read.
+        lapses_in: when not held, seconds until the holder's lease lapses unless renewed.
+    """
+
+    held: bool
+    fresh: bool
+    lapses_in: float
 
 
 class Leases:
@@ -42,12 +80,30 @@ class Leases:
         self.owner = owner
         self.ttl_ms = ttl_ms
         self._acquire = client.register_script(_ACQUIRE)
+        self._read = client.register_script(_READ)
         self._release = client.register_script(_RELEASE)
 
-    async def acquire(self, key: str) -> float:
-        """Take the lease if nobody holds it, or renew it if we do: 0.0 then.  Otherwise the
-        seconds until its holder's lease lapses, unless renewed: when to try again."""
-        return int(await self._acquire(keys=[key], args=[self.owner, self.ttl_ms])) / 1000
+    async def acquire(self, key: str) -> Attempt:
+        """Take the lease if nobody holds it, or renew it if we do."""
+        reply = int(await self._acquire(keys=[key], args=[self.owner, self.ttl_ms]))
+        return Attempt(held=reply <= 0, fresh=reply < 0, lapses_in=max(0, reply) / 1000)
+
+    async def read_new(self, key: str, stream: str, group: str, count: int) -> Entries | str | None:
+        """The next new entries of ``stream`` for us (``group``), read only if the lease ``key``
+        (in the stream's slot) is ours: None if it is not.  With no new entries, the stream's
+        last id, for a wait on it (XREAD, which takes nothing) before the next read.
+
+        Why: an XREADGROUP sent just before our lease lapsed, but run after another collector
+        took the shard, would deliver to us entries the new owner never claims, to be
+        applied after newer ones it read (and skipped as seen by the seq check).
+        """
+        reply = await self._read(keys=[key, stream], args=[self.owner, group, count])
+        if reply is None:
+            return None
+        found, body = cast("tuple[int, Any]", reply)
+        if not found:
+            return cast("bytes", body).decode()
+        return [(entry_id, dict(zip(fields[::2], fields[1::2], strict=True))) for entry_id, fields in body]
 
     async def release(self, key: str) -> None:
         """Give the lease back at once, if it is still ours."""

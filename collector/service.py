@@ -229,7 +229,11 @@ class Collector:
             if await _wait(stop, max(0.0, renew_at - time.monotonic()), self._look):
                 renew_at = 0.0  # our share grew: look at the lease now, sat out or not
             return owned, renew_at, trim_at
-        entries = await self._read(stream, ">")
+        entries = await self._read_new(shard)
+        if entries is None:  # the lease lapsed (a busy process): the new owner has the shard
+            log.warning("shard_lost")
+            self._set_owned(shard, False)
+            return False, 0.0, trim_at
         (self._caught_up.add if len(entries) < self.settings.count else self._caught_up.discard)(shard)
         if entries:
             owned, renew_at = await self._confirm_lease(shard, owned, renew_at, log)
@@ -249,10 +253,12 @@ class Collector:
             await self._leases.release(lease)
             log.info("shard_yielded", share=self._share)
             return False, now + 2 * period  # sit out one look: a collector below its share takes it
-        lapses_in = await self._leases.acquire(lease)
-        held = lapses_in == 0
+        attempt = await self._leases.acquire(lease)
+        held = attempt.held
         self._set_owned(shard, held)
-        if held and not owned:
+        # Taken anew, or renewed but not ours a moment ago (a reader of our name before a restart
+        # held it): claim what is pending first.  Anew also when we thought it ours: it lapsed unseen.
+        if held and (attempt.fresh or not owned):
             log.info("shard_acquired")
             held = await self._take_over(shard)
             self._set_owned(shard, held)
@@ -261,7 +267,7 @@ class Collector:
             log.warning("shard_lost")
         # Another's lease is looked at again when it would lapse, if that is sooner than the
         # next look: a dead holder's shard is taken at once, within the lease TTL of its death.
-        return held, now + (period if held else min(period, lapses_in + 0.005))
+        return held, now + (period if held else min(period, attempt.lapses_in + 0.005))
 
     async def _confirm_lease(self, shard: int, owned: bool, renew_at: float, log: BoundLogger) -> tuple[bool, float]:
         """Before applying what a read returned: renew the lease if it is due.
@@ -285,12 +291,26 @@ class Collector:
         if not owned:
             self._caught_up.discard(shard)
 
+    async def _read_new(self, shard: int) -> list[Entry] | None:
+        """New entries of an owned shard, waiting up to ``block`` for some; None if the lease lapsed.
+
+        Entries are only ever delivered to us by a script that checks the lease first
+        (:meth:`Leases.read_new`); the wait in between is an XREAD, which delivers nothing.
+        """
+        stream, lease = self.keys.ingest(shard), self.keys.ingest_lease(shard)
+        got = await self._leases.read_new(lease, stream, INGEST_GROUP, self.settings.count)
+        if not isinstance(got, str):
+            return got
+        # Bounded by the socket timeout and by a third of the lease, so the lease is renewed in time.
+        block = max(1, int(min(self.settings.block, self.settings.lease_ttl / 3) * 1000))
+        await self.client.xread({stream: got}, count=1, block=block)
+        again = await self._leases.read_new(lease, stream, INGEST_GROUP, self.settings.count)
+        return [] if isinstance(again, str) else again
+
     async def _read(self, stream: str, start: str) -> list[Entry]:
-        # A read may outlast neither the socket timeout nor the lease: entries delivered to
-        # us after our lease lapsed could be applied after newer ones another reader took.
-        block = None if start != ">" else max(1, int(min(self.settings.block, self.settings.lease_ttl / 3) * 1000))
+        """Entries delivered to us before, from ``start`` (our own pending ones, after a take-over)."""
         reply = await self.client.xreadgroup(
-            INGEST_GROUP, self.settings.reader, {stream: start}, count=self.settings.count, block=block
+            INGEST_GROUP, self.settings.reader, {stream: start}, count=self.settings.count
         )
         if not reply:
             return []
@@ -299,9 +319,29 @@ class Collector:
 
     async def _take_over(self, shard: int) -> bool:
         """Claim every entry another reader read but did not ack, then apply ours in order;
-        whether the shard is still ours (its lease is renewed between two rounds of a long backlog)."""
+        whether the shard is still ours (its lease is renewed between two rounds of a long
+        backlog, and should it have lapsed and been taken anew meanwhile, all is claimed again)."""
         stream, lease = self.keys.ingest(shard), self.keys.ingest_lease(shard)
-        renewed, period = time.monotonic(), self.settings.lease_ttl / 3
+        period = self.settings.lease_ttl / 3
+        claim = True
+        while claim:
+            await self._claim_all(stream)
+            renewed, claim = time.monotonic(), False
+            while entries := await self._read(stream, "0"):
+                if time.monotonic() - renewed >= period:
+                    attempt = await self._leases.acquire(lease)
+                    if not attempt.held:
+                        return False  # taken meanwhile: the new owner claims what is left
+                    renewed, claim = time.monotonic(), attempt.fresh
+                    if claim:
+                        break
+                await self._process(stream, entries)
+                if len(entries) < self.settings.count:
+                    break
+        return True
+
+    async def _claim_all(self, stream: str) -> None:
+        """Make every entry pending in the group ours (XAUTOCLAIM from the start, idle or not)."""
         cursor: bytes | str = "0-0"
         while True:
             # (redis-py drops the cursor from a JUSTID reply, so the entries come along)
@@ -310,16 +350,7 @@ class Collector:
             )
             cursor = cast("bytes", reply[0])
             if cursor in (b"0-0", "0-0"):
-                break
-        while entries := await self._read(stream, "0"):
-            if time.monotonic() - renewed >= period:
-                if await self._leases.acquire(lease):
-                    return False  # lapsed meanwhile: the new owner claims what is left
-                renewed = time.monotonic()
-            await self._process(stream, entries)
-            if len(entries) < self.settings.count:
-                break
-        return True
+                return
 
     # ---------------------------------------------------------------- applying
 
