@@ -1,12 +1,12 @@
 """The collector service: reads the ingest shards and applies batches to run records.
 
 One task per shard.  A task that holds its shard's lease (:mod:`.leases`) reads the
-shard with XREADGROUP (BLOCK shorter than the socket timeout), decodes each entry,
-applies it with ``apply.lua`` (the seq check there makes redelivery harmless), runs
-the idempotent index follow-ups, and only then XACKs.  Entries that do not decode go
-to the dead-letter stream with the reason, and are acked.  On taking a shard over,
-the task first claims (XAUTOCLAIM) and applies what the previous owner had read but
-not acked.  Acked entries are trimmed by MINID below the oldest pending one.
+shard's new entries through a script that checks the lease first (waiting for them
+with an XREAD, BLOCK shorter than the socket timeout, which hands nothing out), and
+has them applied (:mod:`.applier`: decode, fold, ``apply.lua`` per batch, dead
+letters, then XACK).  On taking a shard (anew, or back after it lapsed unseen), the
+task first claims (XAUTOCLAIM) and applies whatever was read but not acked.  Acked
+entries are trimmed by MINID below the oldest pending one.
 
 Beside the shard tasks: a sweeper marks runs Failed ("heartbeat lost") when their
 heartbeats stop, and a reporter publishes the counters.  ``stop`` ends every loop
@@ -28,58 +28,27 @@ import os
 import socket
 import time
 from dataclasses import asdict, dataclass, field, replace
-from importlib import resources
-from typing import Any, Final, cast
+from typing import Any, cast
 
 import structlog
 from redis.exceptions import (
-    AskError,
-    ClusterError,
-    NoScriptError,
-    ReadOnlyError,
-    RedisClusterException,
     ResponseError,
-    SlotNotCoveredError,
-    TryAgainError,
 )
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.typing import EncodableT, FieldT
 from structlog.typing import FilteringBoundLogger as BoundLogger
 
-from runstream.codec import Batch, decode_entry
-from runstream.collector.aggregate import Plan, plan
+from runstream.codec import Batch
+from runstream.collector.aggregate import plan
+from runstream.collector.applier import UNREACHABLE, Applier, Entry
 from runstream.collector.leases import Leases
 from runstream.config import Settings
-from runstream.connection import Connecting, RedisClient, connect, is_cluster
-from runstream.errors import DecodeError
+from runstream.connection import Connecting, RedisClient, connect
 from runstream.events import TERMINAL_STATUSES, StatusChanged
 from runstream.keys import INGEST_GROUP, Keys
 from runstream.shard_count import raise_shard_count
 
 __all__ = ["Collector", "CollectorSettings", "CollectorStats", "collector_client"]
 
-APPLY_LUA: Final = resources.files("runstream.collector").joinpath("apply.lua").read_text()
-DEADLETTER_MAXLEN: Final = 100_000
-#: What a Redis that is restarting (LOADING is a ConnectionError too), out of reach, or (in a
-#: cluster) failing over or moving a slot raises: every loop rides it out and tries again, so
-#: neither a Redis restart nor a fail-over ends the collector.
-UNREACHABLE: Final = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    ClusterError,  # CLUSTERDOWN, MASTERDOWN, and redirections that never settled
-    TryAgainError,  # a multi-key command while its slot is half migrated
-    AskError,  # MOVED and ASK that the client could not follow
-    ReadOnlyError,  # a write to a node demoted to replica, before the client saw it
-    SlotNotCoveredError,
-    RedisClusterException,  # no node of the cluster answers
-)
-
 _log = structlog.get_logger("runstream.collector")
-
-Entry = tuple[bytes, dict[bytes, bytes] | None]
-#: An entry to dead-letter: its id, its fields and the reason.
-_Dead = tuple[bytes, dict[bytes, bytes], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +118,6 @@ class Collector:
         self.client = client
         self.stats = CollectorStats(reader=settings.reader)
         self._leases = Leases(client, settings.reader, int(settings.lease_ttl * 1000))
-        self._apply = client.register_script(APPLY_LUA)
         self._caught_up: set[int] = set()  # owned shards whose last read found no backlog
         self._loops = 0  # shards 0.._loops-1 have a loop (see _grow)
         self._share = self.keys.shards  # shards to keep while another collector has fewer (_balance)
@@ -157,6 +125,7 @@ class Collector:
         # Set (and replaced) when we may hold more shards than we do: a collector left.
         self._look = asyncio.Event()
         self._log = _log.bind(reader=settings.reader, workspace=self.keys.workspace)
+        self._applier = Applier(client, self.keys, self.stats, self._log)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Collect until ``stop`` is set; then finish the batch in hand and release the leases."""
@@ -175,7 +144,7 @@ class Collector:
                 await self.client.xgroup_create(self.keys.ingest(shard), INGEST_GROUP, id="0", mkstream=True)
         if count > self.keys.shards:
             self._log.warning("shards_grown", configured=self.keys.shards, recorded=count)
-            self.keys = replace(self.keys, shards=count)
+            self.keys = self._applier.keys = replace(self.keys, shards=count)
         for shard in range(self._loops, count):
             tasks.create_task(self._shard_loop(shard, stop))
         self._loops = max(self._loops, count)
@@ -239,7 +208,7 @@ class Collector:
             owned, renew_at = await self._confirm_lease(shard, owned, renew_at, log)
             if not owned:  # lapsed while we read (or waited for the loop): the next owner claims these
                 return owned, renew_at, trim_at
-            await self._process(stream, entries)
+            await self._applier.process(stream, entries)
         if now >= trim_at:
             await self._trim(stream)
             trim_at = now + self.settings.trim_interval
@@ -335,7 +304,7 @@ class Collector:
                     renewed, claim = time.monotonic(), attempt.fresh
                     if claim:
                         break
-                await self._process(stream, entries)
+                await self._applier.process(stream, entries)
                 if len(entries) < self.settings.count:
                     break
         return True
@@ -353,122 +322,6 @@ class Collector:
                 return
 
     # ---------------------------------------------------------------- applying
-
-    async def _process(self, stream: str, entries: list[Entry]) -> None:
-        """Apply entries in order, then follow-ups and dead letters, then XACK them all."""
-        plans, dead, done = self._plan(stream, entries)
-        results = await self._run_scripts([p for _, p in plans], [c for _, p in plans for c in p.after])
-        pipe = self.client.pipeline(transaction=False)
-        for (entry_id, p), result in zip(plans, results, strict=True):
-            if isinstance(result, ResponseError):
-                dead.append((entry_id, dict(entries)[entry_id] or {}, f"apply failed: {result}"))
-                continue
-            done.append(entry_id)
-            if result == 1:
-                self.stats.applied += 1
-                self.stats.points += p.points
-            else:
-                self.stats.deduped += 1
-        for entry_id, fields, reason in dead:
-            self._log.warning("entry_dead_lettered", stream=stream, entry=entry_id.decode(), reason=reason)
-            _ = pipe.xadd(
-                self.keys.deadletter(),
-                cast("dict[FieldT, EncodableT]", _dead_letter(stream, entry_id, reason, fields)),
-                maxlen=DEADLETTER_MAXLEN,
-                approximate=True,
-            )
-            done.append(entry_id)
-        self.stats.dead_lettered += len(dead)
-        _ = pipe.xack(stream, INGEST_GROUP, *done)
-        await pipe.execute()
-
-    def _plan(self, stream: str, entries: list[Entry]) -> tuple[list[tuple[bytes, Plan]], list[_Dead], list[bytes]]:
-        """Decode and fold each entry: plans to apply, entries to dead-letter, entries already done."""
-        plans: list[tuple[bytes, Plan]] = []
-        dead: list[_Dead] = []
-        done: list[bytes] = []
-        now = time.time()
-        for entry_id, fields in entries:
-            if fields is None:  # trimmed while pending: nothing left to apply
-                done.append(entry_id)
-                continue
-            try:
-                plans.append((entry_id, plan(decode_entry(fields), self.keys, now=now)))
-            except DecodeError as exc:
-                dead.append((entry_id, fields, exc.reason))
-            except Exception as exc:  # noqa: BLE001  # one bad entry must not stop the shard: park it, loudly
-                self._log.exception("plan_failed", stream=stream, entry=entry_id.decode())
-                dead.append((entry_id, fields, f"could not be folded: {type(exc).__name__}: {exc}"))
-        return plans, dead, done
-
-    async def _run_scripts(self, plans: list[Plan], follow_ups: list[tuple[Any, ...]]) -> list[Any]:
-        """EVALSHA each plan, after the index follow-ups; the scripts' results, in order.
-
-        The follow-ups (SADD, ZADD, ZREM on workspace indexes, idempotent) go first, so a
-        reader who sees the record already finds the run in the indexes; a replay that
-        re-adds an ended run to the live-run index is undone by the sweeper.  If Redis lost
-        the script, it is loaded again and the scripts rerun (applied seqs skip).
-        """
-        if not plans:
-            return []
-        if is_cluster(self.client):
-            return await self._run_scripts_clustered(plans, follow_ups)
-        results: list[Any] = []
-        for attempt in range(2):
-            pipe = self.client.pipeline(transaction=False)
-            for command in follow_ups:
-                _ = pipe.execute_command(*command)
-            for p in plans:
-                _ = pipe.evalsha(self._apply.sha, len(p.keys), *p.keys, *p.args)
-            results = (await pipe.execute(raise_on_error=False))[len(follow_ups) :]
-            _raise_transient(results)
-            if attempt == 1 or not any(isinstance(r, NoScriptError) for r in results):
-                break
-            await self.client.script_load(APPLY_LUA)  # Redis restarted empty; applied seqs are skipped on rerun
-        return results
-
-    async def _run_scripts_clustered(self, plans: list[Plan], follow_ups: list[tuple[Any, ...]]) -> list[Any]:
-        """:meth:`_run_scripts` on a cluster, in rounds that keep each run's batches in order.
-
-        A cluster pipeline sends each node its share at once and resends redirected
-        commands one by one, so two batches of a run in one pipeline could land out of
-        order while the run's slot migrates (the first told TRYAGAIN, the second applied,
-        the first then skipped as already seen).  So a round holds at most one batch per
-        run, and an error that a retry would mend stops everything before the next round:
-        the shard is taken over again, which reapplies the unacked batches in order.
-        """
-        if follow_ups:  # on other nodes, in no set order with the scripts: before them, then
-            pipe = self.client.pipeline(transaction=False)
-            for command in follow_ups:
-                _ = pipe.execute_command(*command)
-            _raise_transient(await pipe.execute(raise_on_error=False))
-        results: list[Any] = [None] * len(plans)
-        rounds: list[list[int]] = []
-        depth: dict[bytes | str, int] = {}
-        for index, p in enumerate(plans):
-            slot_key = p.keys[0]  # the run's applied-seqs hash: one key per run
-            level = depth.get(slot_key, 0)
-            depth[slot_key] = level + 1
-            if level == len(rounds):
-                rounds.append([])
-            rounds[level].append(index)
-        for members in rounds:
-            todo = members
-            for attempt in range(2):
-                pipe = self.client.pipeline(transaction=False)
-                for index in todo:
-                    # (redis-py blocks a cluster pipeline's evalsha method, not the command, which it routes by key)
-                    p = plans[index]
-                    _ = pipe.execute_command("EVALSHA", self._apply.sha, len(p.keys), *p.keys, *p.args)
-                replies = await pipe.execute(raise_on_error=False)
-                _raise_transient(replies)
-                for index, reply in zip(todo, replies, strict=True):
-                    results[index] = reply
-                todo = [index for index, reply in zip(todo, replies, strict=True) if isinstance(reply, NoScriptError)]
-                if attempt == 1 or not todo:
-                    break
-                await self.client.script_load(APPLY_LUA)  # a replica promoted to master has no scripts yet
-        return results
 
     async def _trim(self, stream: str) -> None:
         """Drop acked entries: MINID below the oldest pending one (never by length)."""
@@ -513,7 +366,7 @@ class Collector:
             return
         batch = Batch(run_id, "", 0, [StatusChanged("Failed", "heartbeat lost", now)])
         p = plan(batch, self.keys, producer="", now=now)
-        await self._apply(keys=p.keys, args=p.args)
+        await self._applier.apply_one(p)
         await self.client.zrem(self.keys.live_runs(), run_id)
         self.stats.heartbeats_lost += 1
         self._log.warning("heartbeat_lost", run_id=run_id)
@@ -585,13 +438,6 @@ def _node_changed(exc: ResponseError) -> bool:
     return str(exc).startswith(("UNBLOCKED", "NOGROUP"))
 
 
-def _raise_transient(results: list[Any]) -> None:
-    """Raise the first error in a pipeline's ``results`` that is Redis being away, not the entry's fault."""
-    for result in results:
-        if isinstance(result, UNREACHABLE):
-            raise result
-
-
 async def _wait(stop: asyncio.Event, seconds: float, look: asyncio.Event | None = None) -> bool:
     """Sleep ``seconds``, or less if ``stop`` (or ``look``) is set meanwhile; whether ``look`` was."""
     events = [stop] if look is None else [stop, look]
@@ -602,10 +448,3 @@ async def _wait(stop: asyncio.Event, seconds: float, look: asyncio.Event | None 
         for waiter in waiters:
             waiter.cancel()
     return look is not None and look.is_set()
-
-
-def _dead_letter(stream: str, entry_id: bytes, reason: str, fields: dict[bytes, bytes]) -> dict[str | bytes, Any]:
-    """A dead-letter entry: where the entry came from, why, and its fields as they were."""
-    letter: dict[str | bytes, Any] = {"stream": stream, "entry": entry_id, "reason": reason}
-    letter.update({b"f:" + key: value for key, value in fields.items()})
-    return letter

@@ -1,0 +1,221 @@
+"""Applying what a collector read: decode, fold, one ``apply.lua`` per batch, dead letters, XACK.
+
+:class:`Applier` takes the entries a shard's reader got, in order.  Each entry is
+decoded and folded into a :class:`~.aggregate.Plan`; the plans' index follow-ups
+(idempotent SADD / ZADD on workspace indexes) run first, then one EVALSHA of
+``apply.lua`` per batch on its run's slot, whose seq check makes a batch delivered
+twice apply once.  Entries that do not decode or fold go to the dead-letter stream
+with the reason.  Only then are they all acked.  On a Redis Cluster the scripts run in
+rounds that keep each run's batches in order (see :meth:`Applier._run_scripts_clustered`).
+"""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from typing import Any, Final, Protocol, cast
+
+from redis.exceptions import (
+    AskError,
+    ClusterError,
+    NoScriptError,
+    ReadOnlyError,
+    RedisClusterException,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import EncodableT, FieldT
+from structlog.typing import FilteringBoundLogger as BoundLogger
+
+from runstream.codec import decode_entry
+from runstream.collector.aggregate import Plan, plan
+from runstream.connection import RedisClient, is_cluster
+from runstream.errors import DecodeError
+from runstream.keys import INGEST_GROUP, Keys
+
+__all__ = ["APPLY_LUA", "UNREACHABLE", "Applier", "Counts", "Entry"]
+
+APPLY_LUA: Final = resources.files("runstream.collector").joinpath("apply.lua").read_text()
+DEADLETTER_MAXLEN: Final = 100_000
+#: What a Redis that is restarting (LOADING is a ConnectionError too), out of reach, or (in a
+#: cluster) failing over or moving a slot raises: every loop rides it out and tries again, so
+#: neither a Redis restart nor a fail-over ends the collector.
+UNREACHABLE: Final = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterError,  # CLUSTERDOWN, MASTERDOWN, and redirections that never settled
+    TryAgainError,  # a multi-key command while its slot is half migrated
+    AskError,  # MOVED and ASK that the client could not follow
+    ReadOnlyError,  # a write to a node demoted to replica, before the client saw it
+    SlotNotCoveredError,
+    RedisClusterException,  # no node of the cluster answers
+)
+
+#: One stream entry as read: (id, fields); fields None for one trimmed while pending.
+Entry = tuple[bytes, dict[bytes, bytes] | None]
+#: An entry to dead-letter: its id, its fields and the reason.
+_Dead = tuple[bytes, dict[bytes, bytes], str]
+
+
+class Counts(Protocol):
+    """The counters an :class:`Applier` adds to (the collector's stats)."""
+
+    applied: int
+    deduped: int
+    dead_lettered: int
+    points: int
+
+
+class Applier:
+    """Applies a shard's entries to run records and acks them; counts into ``stats``.
+
+    Args:
+        client: the collector's client (one that never resends a command on its own).
+        keys: the workspace's key names.
+        stats: the collector's counters (applied, deduped, points, dead_lettered are added to).
+        log: the collector's bound logger.
+    """
+
+    def __init__(self, client: RedisClient, keys: Keys, stats: Counts, log: BoundLogger) -> None:
+        self.client = client
+        self.keys = keys
+        self.stats = stats
+        self._log = log
+        self._apply = client.register_script(APPLY_LUA)
+
+    async def apply_one(self, p: Plan) -> None:
+        """Apply one plan at once (a status the collector decided on itself)."""
+        await self._apply(keys=p.keys, args=p.args)
+
+    async def process(self, stream: str, entries: list[Entry]) -> None:
+        """Apply entries in order, then follow-ups and dead letters, then XACK them all."""
+        plans, dead, done = self._plan(stream, entries)
+        results = await self._run_scripts([p for _, p in plans], [c for _, p in plans for c in p.after])
+        pipe = self.client.pipeline(transaction=False)
+        for (entry_id, p), result in zip(plans, results, strict=True):
+            if isinstance(result, ResponseError):
+                dead.append((entry_id, dict(entries)[entry_id] or {}, f"apply failed: {result}"))
+                continue
+            done.append(entry_id)
+            if result == 1:
+                self.stats.applied += 1
+                self.stats.points += p.points
+            else:
+                self.stats.deduped += 1
+        for entry_id, fields, reason in dead:
+            self._log.warning("entry_dead_lettered", stream=stream, entry=entry_id.decode(), reason=reason)
+            _ = pipe.xadd(
+                self.keys.deadletter(),
+                cast("dict[FieldT, EncodableT]", _dead_letter(stream, entry_id, reason, fields)),
+                maxlen=DEADLETTER_MAXLEN,
+                approximate=True,
+            )
+            done.append(entry_id)
+        self.stats.dead_lettered += len(dead)
+        _ = pipe.xack(stream, INGEST_GROUP, *done)
+        await pipe.execute()
+
+    def _plan(self, stream: str, entries: list[Entry]) -> tuple[list[tuple[bytes, Plan]], list[_Dead], list[bytes]]:
+        """Decode and fold each entry: plans to apply, entries to dead-letter, entries already done."""
+        plans: list[tuple[bytes, Plan]] = []
+        dead: list[_Dead] = []
+        done: list[bytes] = []
+        now = time.time()
+        for entry_id, fields in entries:
+            if fields is None:  # trimmed while pending: nothing left to apply
+                done.append(entry_id)
+                continue
+            try:
+                plans.append((entry_id, plan(decode_entry(fields), self.keys, now=now)))
+            except DecodeError as exc:
+                dead.append((entry_id, fields, exc.reason))
+            except Exception as exc:  # noqa: BLE001  # one bad entry must not stop the shard: park it, loudly
+                self._log.exception("plan_failed", stream=stream, entry=entry_id.decode())
+                dead.append((entry_id, fields, f"could not be folded: {type(exc).__name__}: {exc}"))
+        return plans, dead, done
+
+    async def _run_scripts(self, plans: list[Plan], follow_ups: list[tuple[Any, ...]]) -> list[Any]:
+        """EVALSHA each plan, after the index follow-ups; the scripts' results, in order.
+
+        The follow-ups (SADD, ZADD, ZREM on workspace indexes, idempotent) go first, so a
+        reader who sees the record already finds the run in the indexes; a replay that
+        re-adds an ended run to the live-run index is undone by the sweeper.  If Redis lost
+        the script, it is loaded again and the scripts rerun (applied seqs skip).
+        """
+        if not plans:
+            return []
+        if is_cluster(self.client):
+            return await self._run_scripts_clustered(plans, follow_ups)
+        results: list[Any] = []
+        for attempt in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            for command in follow_ups:
+                _ = pipe.execute_command(*command)
+            for p in plans:
+                _ = pipe.evalsha(self._apply.sha, len(p.keys), *p.keys, *p.args)
+            results = (await pipe.execute(raise_on_error=False))[len(follow_ups) :]
+            _raise_transient(results)
+            if attempt == 1 or not any(isinstance(r, NoScriptError) for r in results):
+                break
+            await self.client.script_load(APPLY_LUA)  # Redis restarted empty; applied seqs are skipped on rerun
+        return results
+
+    async def _run_scripts_clustered(self, plans: list[Plan], follow_ups: list[tuple[Any, ...]]) -> list[Any]:
+        """:meth:`_run_scripts` on a cluster, in rounds that keep each run's batches in order.
+
+        A cluster pipeline sends each node its share at once and resends redirected
+        commands one by one, so two batches of a run in one pipeline could land out of
+        order while the run's slot migrates (the first told TRYAGAIN, the second applied,
+        the first then skipped as already seen).  So a round holds at most one batch per
+        run, and an error that a retry would mend stops everything before the next round:
+        the shard is taken over again, which reapplies the unacked batches in order.
+        """
+        if follow_ups:  # on other nodes, in no set order with the scripts: before them, then
+            pipe = self.client.pipeline(transaction=False)
+            for command in follow_ups:
+                _ = pipe.execute_command(*command)
+            _raise_transient(await pipe.execute(raise_on_error=False))
+        results: list[Any] = [None] * len(plans)
+        rounds: list[list[int]] = []
+        depth: dict[bytes | str, int] = {}
+        for index, p in enumerate(plans):
+            slot_key = p.keys[0]  # the run's applied-seqs hash: one key per run
+            level = depth.get(slot_key, 0)
+            depth[slot_key] = level + 1
+            if level == len(rounds):
+                rounds.append([])
+            rounds[level].append(index)
+        for members in rounds:
+            todo = members
+            for attempt in range(2):
+                pipe = self.client.pipeline(transaction=False)
+                for index in todo:
+                    # (redis-py blocks a cluster pipeline's evalsha method, not the command, which it routes by key)
+                    p = plans[index]
+                    _ = pipe.execute_command("EVALSHA", self._apply.sha, len(p.keys), *p.keys, *p.args)
+                replies = await pipe.execute(raise_on_error=False)
+                _raise_transient(replies)
+                for index, reply in zip(todo, replies, strict=True):
+                    results[index] = reply
+                todo = [index for index, reply in zip(todo, replies, strict=True) if isinstance(reply, NoScriptError)]
+                if attempt == 1 or not todo:
+                    break
+                await self.client.script_load(APPLY_LUA)  # a replica promoted to master has no scripts yet
+        return results
+
+
+def _raise_transient(results: list[Any]) -> None:
+    """Raise the first error in a pipeline's ``results`` that is Redis being away, not the entry's fault."""
+    for result in results:
+        if isinstance(result, UNREACHABLE):
+            raise result
+
+
+def _dead_letter(stream: str, entry_id: bytes, reason: str, fields: dict[bytes, bytes]) -> dict[str | bytes, Any]:
+    """A dead-letter entry: where the entry came from, why, and its fields as they were."""
+    letter: dict[str | bytes, Any] = {"stream": stream, "entry": entry_id, "reason": reason}
+    letter.update({b"f:" + key: value for key, value in fields.items()})
+    return letter
