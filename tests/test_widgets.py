@@ -274,10 +274,14 @@ class TestLongSeries:
 class TestClose:
     """``close()`` stops following a live run at once and lets go of its Redis connection."""
 
-    def test_close_a_live_run(self, collected: Experiment, redis_url: str) -> None:
-        run = collected.start_logging()
+    def test_close_a_live_run(
+        self, experiment: Experiment, start_collector: Callable[..., CollectorThread], redis_url: str
+    ) -> None:
+        collector = start_collector(experiment.workspace)
+        run = experiment.start_logging()
         details = RunDetails(run)
         read(details)
+        collector.stop()  # its own waits for new entries (XREAD on the ingest shards) would be counted below
 
         started = time.monotonic()
         details.close()
