@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import pytest
 
+import runstream
 from runstream import Workspace
 from runstream.redis_server import free_port
 from tests.battery.conftest import (
@@ -165,7 +166,13 @@ class TestServerKilled:
             server.kill()
             killed, logged_at_kill = time.monotonic(), producer.logged
             await asyncio.to_thread(
-                wait_until, lambda: producer.logged >= logged_at_kill + DOWN_FOR, 30, "logging while the server is down"
+                wait_until,
+                lambda: producer.logged >= logged_at_kill + DOWN_FOR,
+                30,
+                lambda: (
+                    f"logging while the server is down (producer error: {producer.error!r};"
+                    f" logger: {runstream.logger_stats()})"
+                ),
             )
             logged_while_down = producer.logged - logged_at_kill
             server = start_server_process(workspace, port)
