@@ -69,6 +69,13 @@ class TestProducerKilled:
         script = start_script(workspace, _TRAIN, heartbeat_interval=0.25)
         run_id = script.run_id()
         wait_until(lambda: flushed(script) >= KILL_AFTER, 60, f"{KILL_AFTER:,} points flushed\n{script.stderr}")
+        # The collector process may still be starting on a loaded machine: the kill is meant
+        # to land on a run the record shows Running, heartbeats and all.
+        wait_until(
+            lambda: collector.check_alive() and record_status(client, workspace, run_id)[0] == "Running",
+            30,
+            lambda: f"the run Running in its record\n{collector.tail()}",
+        )
 
         script.process.send_signal(signal.SIGKILL)
         killed = time.monotonic()
