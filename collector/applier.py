@@ -142,69 +142,69 @@ class Applier:
 
         The follow-ups (SADD, ZADD, ZREM on workspace indexes, idempotent) go first, so a
         reader who sees the record already finds the run in the indexes; a replay that
-        re-adds an ended run to the live-run index is undone by the sweeper.  If Redis lost
-        the script, it is loaded again and the scripts rerun (applied seqs skip).
+        re-adds an ended run to the live-run index is undone by the sweeper.
+
+        On one Redis all of it is one pipeline, run in order.  A cluster pipeline sends
+        each node its share at once and resends redirected commands one by one, so two
+        batches of a run in one pipeline could land out of order while the run's slot
+        migrates (the first told TRYAGAIN, the second applied, the first then skipped as
+        already seen).  So there the follow-ups go in a round of their own, and the
+        scripts in rounds holding at most one batch per run; an error that a retry would
+        mend stops everything before the next round, and the shard is taken over again,
+        which reapplies the unacked batches in order.
         """
         if not plans:
             return []
-        if is_cluster(self.client):
-            return await self._run_scripts_clustered(plans, follow_ups)
+        if not is_cluster(self.client):
+            return await self._send(follow_ups, plans)
+        if follow_ups:
+            await self._send(follow_ups, [])
+        results: list[Any] = [None] * len(plans)
+        for members in _rounds(plans):
+            for index, reply in zip(members, await self._send([], [plans[i] for i in members]), strict=True):
+                results[index] = reply
+        return results
+
+    async def _send(self, commands: list[tuple[Any, ...]], plans: list[Plan]) -> list[Any]:
+        """``commands`` then an EVALSHA per plan, in one pipeline; the plans' replies.
+
+        Plans told NOSCRIPT (a Redis restarted empty, a replica promoted) are sent again
+        once the script is loaded (the applied seqs skip a batch applied twice).
+        """
         results: list[Any] = []
         for attempt in range(2):
             pipe = self.client.pipeline(transaction=False)
-            for command in follow_ups:
+            for command in commands:
                 _ = pipe.execute_command(*command)
             for p in plans:
-                _ = pipe.evalsha(self._apply.sha, len(p.keys), *p.keys, *p.args)
-            results = (await pipe.execute(raise_on_error=False))[len(follow_ups) :]
-            _raise_transient(results)
-            if attempt == 1 or not any(isinstance(r, NoScriptError) for r in results):
+                # (redis-py blocks a cluster pipeline's evalsha method, not the command, which it routes by key)
+                _ = pipe.execute_command("EVALSHA", self._apply.sha, len(p.keys), *p.keys, *p.args)
+            replies = (await pipe.execute(raise_on_error=False))[len(commands) :]
+            _raise_transient(replies)
+            if attempt == 1:
+                again = iter(replies)
+                return [next(again) if isinstance(r, NoScriptError) else r for r in results]
+            results = replies
+            missing = [p for p, r in zip(plans, results, strict=True) if isinstance(r, NoScriptError)]
+            if not missing:
                 break
-            await self.client.script_load(APPLY_LUA)  # Redis restarted empty; applied seqs are skipped on rerun
+            await self.client.script_load(APPLY_LUA)
+            commands, plans = [], missing
         return results
 
-    async def _run_scripts_clustered(self, plans: list[Plan], follow_ups: list[tuple[Any, ...]]) -> list[Any]:
-        """:meth:`_run_scripts` on a cluster, in rounds that keep each run's batches in order.
 
-        A cluster pipeline sends each node its share at once and resends redirected
-        commands one by one, so two batches of a run in one pipeline could land out of
-        order while the run's slot migrates (the first told TRYAGAIN, the second applied,
-        the first then skipped as already seen).  So a round holds at most one batch per
-        run, and an error that a retry would mend stops everything before the next round:
-        the shard is taken over again, which reapplies the unacked batches in order.
-        """
-        if follow_ups:  # on other nodes, in no set order with the scripts: before them, then
-            pipe = self.client.pipeline(transaction=False)
-            for command in follow_ups:
-                _ = pipe.execute_command(*command)
-            _raise_transient(await pipe.execute(raise_on_error=False))
-        results: list[Any] = [None] * len(plans)
-        rounds: list[list[int]] = []
-        depth: dict[bytes | str, int] = {}
-        for index, p in enumerate(plans):
-            slot_key = p.keys[0]  # the run's applied-seqs hash: one key per run
-            level = depth.get(slot_key, 0)
-            depth[slot_key] = level + 1
-            if level == len(rounds):
-                rounds.append([])
-            rounds[level].append(index)
-        for members in rounds:
-            todo = members
-            for attempt in range(2):
-                pipe = self.client.pipeline(transaction=False)
-                for index in todo:
-                    # (redis-py blocks a cluster pipeline's evalsha method, not the command, which it routes by key)
-                    p = plans[index]
-                    _ = pipe.execute_command("EVALSHA", self._apply.sha, len(p.keys), *p.keys, *p.args)
-                replies = await pipe.execute(raise_on_error=False)
-                _raise_transient(replies)
-                for index, reply in zip(todo, replies, strict=True):
-                    results[index] = reply
-                todo = [index for index, reply in zip(todo, replies, strict=True) if isinstance(reply, NoScriptError)]
-                if attempt == 1 or not todo:
-                    break
-                await self.client.script_load(APPLY_LUA)  # a replica promoted to master has no scripts yet
-        return results
+def _rounds(plans: list[Plan]) -> list[list[int]]:
+    """The plans' indexes in rounds: the n-th round holds each run's n-th plan, in order."""
+    rounds: list[list[int]] = []
+    depth: dict[bytes | str, int] = {}
+    for index, p in enumerate(plans):
+        run = p.keys[0]  # the run's applied-seqs hash: one key per run
+        level = depth.get(run, 0)
+        depth[run] = level + 1
+        if level == len(rounds):
+            rounds.append([])
+        rounds[level].append(index)
+    return rounds
 
 
 def _raise_transient(results: list[Any]) -> None:
