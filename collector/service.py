@@ -205,9 +205,6 @@ class Collector:
             return False, 0.0, trim_at
         (self._caught_up.add if len(entries) < self.settings.count else self._caught_up.discard)(shard)
         if entries:
-            owned, renew_at = await self._confirm_lease(shard, owned, renew_at, log)
-            if not owned:  # lapsed while we read (or waited for the loop): the next owner claims these
-                return owned, renew_at, trim_at
             await self._applier.process(stream, entries)
         if now >= trim_at:
             await self._trim(stream)
@@ -237,21 +234,6 @@ class Collector:
         # Another's lease is looked at again when it would lapse, if that is sooner than the
         # next look: a dead holder's shard is taken at once, within the lease TTL of its death.
         return held, now + (period if held else min(period, attempt.lapses_in + 0.005))
-
-    async def _confirm_lease(self, shard: int, owned: bool, renew_at: float, log: BoundLogger) -> tuple[bool, float]:
-        """Before applying what a read returned: renew the lease if it is due.
-
-        A read blocks up to a third of the lease TTL, and a busy process (one shard's
-        batch decoded while the others wait for the loop) can delay a turn further.  Had
-        the lease lapsed meanwhile, another collector may have taken the shard and applied
-        newer entries of a run: applying ours after them would have the seq check skip
-        ours as seen.  So the lease is confirmed (renewed) here when its renewal is due,
-        and what was read is left pending for the new owner if it is ours no longer.
-        """
-        now = time.monotonic()
-        if now < renew_at:
-            return owned, renew_at
-        return await self._check_lease(shard, owned, now, log)
 
     def _set_owned(self, shard: int, owned: bool) -> None:
         shards = set(self.stats.shards)
