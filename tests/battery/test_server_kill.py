@@ -39,8 +39,10 @@ from tests.battery.conftest import (
 pytestmark = pytest.mark.battery
 
 CLIENTS = 200
-POINTS = 5_000
-RATE = 1_000.0  # points a second: a 5 s run
+POINTS = 10_000
+# Points a second: a 10 s run, so that it still logs for DOWN_FOR points after the kill even
+# when the clients (200 in this process) lag seconds behind on a loaded machine.
+RATE = 1_000.0
 KILL_AT = 1_000  # points every client has seen when the server is killed
 DOWN_FOR = 1_000  # points logged while the server is down
 
@@ -170,7 +172,8 @@ class TestServerKilled:
                 lambda: producer.logged >= logged_at_kill + DOWN_FOR,
                 30,
                 lambda: (
-                    f"logging while the server is down (producer error: {producer.error!r};"
+                    f"logging while the server is down (logged {producer.logged:,} of {POINTS:,},"
+                    f" {logged_at_kill:,} at the kill; producer error: {producer.error!r};"
                     f" logger: {runstream.logger_stats()})"
                 ),
             )
