@@ -362,13 +362,17 @@ class Collector:
         period, log_at = self.settings.lease_ttl / 3, 0.0
         while not stop.is_set():
             now = time.monotonic()
-            with contextlib.suppress(*UNREACHABLE):  # Redis away: published next period
+            try:
                 await self.report(log=now >= log_at)
                 log_at = log_at if now < log_at else now + self.settings.stats_interval
                 recorded = cast("bytes | None", await self.client.get(self.keys.shard_count()))
                 if recorded is not None and int(recorded) > self._loops:  # a producer has more shards
                     await self._grow(int(recorded), stop, tasks)
                 await self._balance()
+            except UNREACHABLE:
+                pass  # Redis away: published next period
+            except Exception:  # noqa: BLE001  # counters are advisory: a client fault here must not end the collector
+                self._log.exception("report_failed")
             await _wait(stop, period)
         await self.client.hdel(self.keys.collectors(), self.settings.reader)
 
