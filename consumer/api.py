@@ -12,6 +12,7 @@ import asyncio
 import io
 import mimetypes
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -226,19 +227,27 @@ def _file_name(request: web.Request) -> str:
 
 async def download_file(request: web.Request) -> web.StreamResponse:
     run_id, name = request.match_info["run_id"], _file_name(request)
-    await _require_run(request.app[READER], run_id)  # also refuses a run id of ".." (path traversal)
-    store = request.app[STORE]
-    path = store.path_of(run_id, name)
+    await _require_run(request.app[READER], run_id)
+    path = _store_path(request.app[STORE], run_id, name)
     if not path.is_file():
         raise web.HTTPNotFound(reason=f"run {run_id} has no file {name!r}")
     content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
     return web.FileResponse(path, headers={"Content-Type": content_type})
 
 
+def _store_path(store: LocalArtifactStore, run_id: str, name: str) -> Path:
+    """Where the store keeps the file; 400 for one that resolves outside the run's folder (a link)."""
+    try:
+        return store.path_of(run_id, name)
+    except InvalidNameError as exc:
+        raise web.HTTPBadRequest(reason=str(exc)) from None
+
+
 async def upload_file(request: web.Request) -> web.Response:
     run_id, name = request.match_info["run_id"], _file_name(request)
     await _require_run(request.app[READER], run_id)
     store: LocalArtifactStore = request.app[STORE]
+    _store_path(store, run_id, name)
     body = await request.read()
     stored = await asyncio.to_thread(_put, store, run_id, name, body)
     return _json({"name": stored.name, "size": stored.size, "sha256": stored.sha256}, status=201)

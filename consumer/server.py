@@ -41,7 +41,7 @@ from runstream.consumer.series_cache import SeriesCache
 from runstream.consumer.settings import ServerSettings, load_tokens, scoped_tokens
 from runstream.consumer.sse import FeedHub
 from runstream.consumer.state import HUB, READER, REDIS, SERIES_CACHE, SETTINGS, STORE
-from runstream.keys import Keys
+from runstream.keys import Keys, check_identifier, check_run_id
 from runstream.logconfig import configure_logging
 
 __all__ = ["ServerSettings", "create_app", "serve_command"]
@@ -77,6 +77,20 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         _log.warning("redis_unavailable", path=request.path, error=f"{type(exc).__name__}: {exc}")
         message = f"the workspace's Redis is unavailable ({type(exc).__name__}); try again later"
         return web.json_response({"error": {"status": 503, "message": message}}, status=503)
+
+
+@web.middleware
+async def check_path_ids(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Run ids and experiment names in a path or query are refused (400) before any handler
+    builds a key or a path from them: aiohttp decodes ``%2F`` inside ``{run_id}``."""
+    try:
+        if "run_id" in request.match_info:
+            check_run_id(request.match_info["run_id"])
+        if "experiment" in request.query:
+            check_identifier("experiment", request.query["experiment"])
+    except ValueError as exc:
+        raise web.HTTPBadRequest(reason=str(exc)) from None
+    return await handler(request)
 
 
 def _token_of(request: web.Request) -> str | None:
@@ -225,6 +239,7 @@ def create_app(settings: ServerSettings) -> web.Application:
         count_requests,
         errors_as_json,
         make_auth(settings.tokens, settings.workspace.workspace),
+        check_path_ids,
     ]
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_upload)  # type: ignore[arg-type]  # aiohttp's Middleware protocol vs a plain callable
     app[SETTINGS] = settings

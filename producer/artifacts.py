@@ -1,7 +1,9 @@
 """Run files: the pluggable artifact store and its default, a local folder.
 
-A store keeps each run's files under the run's own namespace; names are checked by
-:func:`runstream.validation.check_file_name` so nothing escapes it.  The default
+A store keeps each run's files under the run's own namespace: run ids are checked by
+:func:`runstream.keys.check_run_id` and names by :func:`runstream.validation.check_file_name`,
+and the local store resolves every path (symlinks included) and refuses any that lands
+outside the run's own folder, so nothing escapes it.  The default
 :class:`LocalArtifactStore` writes to ``<data_dir>/artifacts/<workspace>/<run_id>/``,
 the folder ``runstream serve`` serves.  Every stored file is also recorded as a
 ``FileUploaded`` event (name, size, sha256) by the run that stored it.
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
+from runstream.errors import InvalidNameError
+from runstream.keys import check_run_id
 from runstream.validation import check_file_name
 
 __all__ = ["ArtifactStore", "LocalArtifactStore", "StoredFile"]
@@ -60,11 +64,20 @@ class LocalArtifactStore:
         return f"LocalArtifactStore({str(self.root)!r})"
 
     def _run_dir(self, run_id: str) -> Path:
-        return self.root / run_id
+        return self.root / check_run_id(run_id)
 
     def path_of(self, run_id: str, name: str) -> Path:
-        """The local path of a run's file (the name is checked to stay inside the run's folder)."""
-        return self._run_dir(run_id) / check_file_name(name)
+        """The local path of a run's file, resolved.
+
+        Raises:
+            ValueError: a bad run id or file name, or a path that resolves outside the
+                run's folder (a symlink in the store pointing elsewhere).
+        """
+        run_dir = self._run_dir(run_id)
+        path = run_dir / check_file_name(name)
+        if not _inside(path, run_dir):
+            raise InvalidNameError(f"file {name!r:.80} of run {run_id} resolves outside the run's folder")
+        return path
 
     def put(self, run_id: str, name: str, source: BinaryIO) -> StoredFile:
         target = self.path_of(run_id, name)
@@ -91,7 +104,7 @@ class LocalArtifactStore:
         return sorted(
             p.relative_to(run_dir).as_posix()
             for p in run_dir.rglob("*")
-            if p.is_file() and not p.name.startswith(".upload-")
+            if p.is_file() and not p.name.startswith(".upload-") and _inside(p, run_dir)
         )
 
     def open(self, run_id: str, name: str) -> BinaryIO:
@@ -102,3 +115,12 @@ class LocalArtifactStore:
         destination.parent.mkdir(parents=True, exist_ok=True)
         with self.open(run_id, name) as src, destination.open("wb") as dst:
             shutil.copyfileobj(src, dst, _CHUNK)
+
+
+def _inside(path: Path, run_dir: Path) -> bool:
+    """Whether ``path``, every link on the way followed, stays inside the run's folder.
+
+    The folder is taken as it must be (the resolved store root, then the run id), not as it
+    resolves: a run folder that is itself a link elsewhere contains nothing of the store.
+    """
+    return path.resolve().is_relative_to(run_dir.parent.resolve() / run_dir.name)

@@ -22,6 +22,7 @@ reason (the collector dead-letters such entries).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -49,6 +50,7 @@ from runstream.events import (
     TagsSet,
     Value,
 )
+from runstream.keys import check_identifier, check_run_id
 
 __all__ = ["MAX_ENTRY_BYTES", "WIRE_VERSION", "Batch", "EntryFields", "decode_entry", "encode_batch"]
 
@@ -128,8 +130,12 @@ def decode_entry(fields: Mapping[bytes, bytes]) -> Batch:
         raise DecodeError(f"unknown wire version {version!r}")
     run_id = _ascii(fields, b"r")
     producer = _ascii(fields, b"p")
-    if not run_id or not producer:  # "" is the collector's own producer id (no seq check)
-        raise DecodeError("run id and producer id must not be empty")
+    if not producer:  # "" is the collector's own producer id (no seq check)
+        raise DecodeError("producer id must not be empty")
+    try:
+        check_run_id(run_id)  # a forged id could name a folder outside the artifact store
+    except ValueError as exc:
+        raise DecodeError(str(exc)) from None
     seq_text = _ascii(fields, b"q")
     # ASCII digits only (str.isdigit() takes "²", which int() refuses) and within Redis's
     # signed 64-bit integers (int() also refuses over 4300 digits).
@@ -189,6 +195,14 @@ def _get_str(item: dict[str, Any], key: str, *, max_len: int | None = None) -> s
     if max_len is not None and not 0 < len(value) <= max_len:
         raise _MalformedError(f"{key!r} must have 1 to {max_len} characters")
     return value
+
+
+def _get_checked(item: dict[str, Any], key: str, check: Callable[[object], str]) -> str:
+    """A field that names a key or a folder (an experiment, a parent run), as ``check`` allows."""
+    try:
+        return check(item.get(key))
+    except (TypeError, ValueError) as exc:
+        raise _MalformedError(f"{key!r}: {exc}") from None
 
 
 def _get_name(item: dict[str, Any]) -> str:
@@ -298,9 +312,9 @@ def _decode_output(item: dict[str, Any]) -> OutputLogged:
 
 _DECODERS: Final[dict[str, Callable[[dict[str, Any]], Event]]] = {
     RunStarted.TYPE: lambda d: RunStarted(
-        _get_str(d, "experiment", max_len=MAX_NAME_LEN),
+        _get_checked(d, "experiment", functools.partial(check_identifier, "experiment")),
         _get_str(d, "display_name"),
-        _get_optional_str(d, "parent_id"),
+        None if d.get("parent_id") is None else _get_checked(d, "parent_id", check_run_id),
         _get_status(d),
         _get_ts(d),
     ),

@@ -21,7 +21,15 @@ import re
 import zlib
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_PREFIX", "DEFAULT_SHARDS", "INGEST_GROUP", "Keys", "check_identifier"]
+__all__ = [
+    "DEFAULT_PREFIX",
+    "DEFAULT_SHARDS",
+    "INGEST_GROUP",
+    "MAX_RUN_ID_LEN",
+    "Keys",
+    "check_identifier",
+    "check_run_id",
+]
 
 DEFAULT_PREFIX = "rs"
 #: Ingest shards of a workspace: enough to spread over the primaries of a small cluster
@@ -34,6 +42,12 @@ INGEST_GROUP = "collectors"
 # braces would break the hash tags and ':' the layout, so they are kept to a safe,
 # URL-friendly alphabet (as Azure ML does for experiment names).
 _IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
+#: A run id is ``<experiment>_<unix seconds>_<8 hex>``: an experiment name and 20 more characters.
+MAX_RUN_ID_LEN = 255 + 20
+# Run ids name a folder of the artifact store and sit inside hash tags, so they share the
+# identifiers' alphabet: no '/', no backslash, no braces, never '.' or '..' (the first character
+# is a letter or digit), nothing a URL must encode.
+_RUN_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_RUN_ID_LEN - 1}}}")
 
 
 def check_identifier(kind: str, value: object) -> str:
@@ -48,6 +62,23 @@ def check_identifier(kind: str, value: object) -> str:
     if not _IDENTIFIER.fullmatch(value):
         raise ValueError(
             f"{kind} name {value!r} is invalid: use 1-255 letters, digits, '_', '.' or '-',"
+            " starting with a letter or digit"
+        )
+    return value
+
+
+def check_run_id(value: object) -> str:
+    """Return ``value`` if it can be a run id (and so a folder name and a hash tag).
+
+    Raises:
+        TypeError: ``value`` is not a str.
+        ValueError: it is empty, too long, or uses characters outside ``[A-Za-z0-9_.-]``.
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"run id must be a str, not {type(value).__name__}")
+    if not _RUN_ID.fullmatch(value):
+        raise ValueError(
+            f"run id {value[:80]!r} is invalid: use 1-{MAX_RUN_ID_LEN} letters, digits, '_', '.' or '-',"
             " starting with a letter or digit"
         )
     return value

@@ -46,6 +46,7 @@ from runstream.events import (
     TagsSet,
     Value,
 )
+from runstream.keys import check_run_id
 from runstream.logger import EventLogger, get_logger
 from runstream.validation import (
     check_file_name,
@@ -112,7 +113,7 @@ class Run:
         workspace = experiment.workspace
         logger = get_logger()
         self.experiment = experiment
-        self.id = run_id
+        self.id = check_run_id(run_id)  # it names a folder and a hash tag: refused before either
         self.display_name = display_name
         self.parent_id = parent_id
         self._handle: RunHandle | None = logger.register(run_id, workspace.settings, workspace.keys, live=live)
