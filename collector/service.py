@@ -8,8 +8,8 @@ letters, then XACK).  On taking a shard (anew, or back after it lapsed unseen), 
 task first claims (XAUTOCLAIM) and applies whatever was read but not acked.  Acked
 entries are trimmed by MINID below the oldest pending one.
 
-Beside the shard tasks: a sweeper marks runs Failed ("heartbeat lost") when their
-heartbeats stop, and a reporter publishes the counters.  ``stop`` ends every loop
+Beside the shard tasks: a sweeper (:mod:`.sweeper`) marks runs Failed ("heartbeat
+lost") when their heartbeats stop, and a reporter publishes the counters.  ``stop`` ends every loop
 after the batch in hand; leases are then released so another collector takes over
 at once.
 
@@ -36,13 +36,11 @@ from redis.exceptions import (
 )
 from structlog.typing import FilteringBoundLogger as BoundLogger
 
-from runstream.codec import Batch
-from runstream.collector.aggregate import plan
 from runstream.collector.applier import UNREACHABLE, Applier, Entry
 from runstream.collector.leases import Leases
+from runstream.collector.sweeper import Sweeper
 from runstream.config import Settings
 from runstream.connection import Connecting, RedisClient, connect
-from runstream.events import TERMINAL_STATUSES, StatusChanged
 from runstream.keys import INGEST_GROUP, Keys
 from runstream.shard_count import raise_shard_count
 
@@ -126,6 +124,9 @@ class Collector:
         self._look = asyncio.Event()
         self._log = _log.bind(reader=settings.reader, workspace=self.keys.workspace)
         self._applier = Applier(client, self.keys, self.stats, self._log)
+        self._sweeper = Sweeper(
+            client, self._applier, self._caught_up, self.stats, self._log, settings.heartbeat_timeout
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Collect until ``stop`` is set; then finish the batch in hand and release the leases."""
@@ -133,7 +134,7 @@ class Collector:
         async with asyncio.TaskGroup() as tasks:
             await self._grow(count, stop, tasks)
             self._log.info("collector_started", shards=self.keys.shards)
-            tasks.create_task(self._sweep_loop(stop))
+            tasks.create_task(self._sweeper.run(stop))
             tasks.create_task(self._report_loop(stop, tasks))
         self._log.info("collector_stopped", **self._counters())
 
@@ -321,37 +322,6 @@ class Collector:
                 return
             minid = mine[0]["last-delivered-id"]
         await self.client.xtrim(stream, minid=minid, approximate=True)
-
-    # -------------------------------------------------------------- heartbeats
-
-    async def _sweep_loop(self, stop: asyncio.Event) -> None:
-        """Mark Failed the runs of our caught-up shards whose heartbeats stopped."""
-        timeout = self.settings.heartbeat_timeout
-        while not stop.is_set():
-            await _wait(stop, min(timeout / 4, 5.0))
-            with contextlib.suppress(*UNREACHABLE):  # Redis away: swept next time (the shard loops log it)
-                await self._sweep(time.time() - timeout)
-
-    async def _sweep(self, cutoff: float) -> None:
-        stale = await self.client.zrangebyscore(self.keys.live_runs(), "-inf", cutoff, start=0, num=100)
-        for raw in cast("list[bytes]", stale):
-            run_id = raw.decode()
-            if self.keys.shard_of(run_id) not in self._caught_up:
-                continue  # another collector's, or our backlog may hold its heartbeats
-            await self._lose(run_id)
-
-    async def _lose(self, run_id: str) -> None:
-        now = time.time()
-        status = cast("bytes | None", await self.client.hget(self.keys.meta(run_id), "status"))
-        if status is not None and status.decode() in TERMINAL_STATUSES:  # ended meanwhile (or replayed)
-            await self.client.zrem(self.keys.live_runs(), run_id)
-            return
-        batch = Batch(run_id, "", 0, [StatusChanged("Failed", "heartbeat lost", now)])
-        p = plan(batch, self.keys, producer="", now=now)
-        await self._applier.apply_one(p)
-        await self.client.zrem(self.keys.live_runs(), run_id)
-        self.stats.heartbeats_lost += 1
-        self._log.warning("heartbeat_lost", run_id=run_id)
 
     # ---------------------------------------------------------------- counters
 
