@@ -23,4 +23,4 @@ def sdk_logger(name: str) -> FilteringBoundLogger:
     # filtering bound logger of the default (or the application's) configuration.
     if structlog.is_configured():
         return cast("FilteringBoundLogger", structlog.get_logger(name))
-    return cast("FilteringBoundLogger", structlog.wrap_logger(structlog.PrintLogger(sys.stderr), logger_name=name))
+    return cast("FilteringBoundLogger", structlog.wrap_logger(structlog.WriteLogger(sys.stderr), logger_name=name))

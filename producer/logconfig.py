@@ -47,7 +47,9 @@ def configure_logging(*, json: bool | None = None, level: str = "info", stream: 
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        # One write per record, newline included (PrintLogger writes the two apart): processes
+        # sharing a log file or a pipe then never glue two records into one line.
+        logger_factory=structlog.WriteLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
 

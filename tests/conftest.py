@@ -37,7 +37,7 @@ from runstream.redis_server import RedisServer
 def _logs_to_stderr() -> None:
     """Services started inside the test process (collectors) log to the real stderr, so
     their lines never mix with what a test captures from stdout (the CLI's output)."""
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.__stderr__))
+    structlog.configure(logger_factory=structlog.WriteLoggerFactory(sys.__stderr__))
 
 
 @pytest.fixture(scope="session")

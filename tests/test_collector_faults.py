@@ -1,7 +1,7 @@
 """Collectors killed, doubled and stopped while a run is logged: nothing lost, nothing applied twice.
 
 Each collector here is the real command, ``python -m runstream.collector``, in a process
-of its own (its workspace from the environment, its log in a file under ``tmp_path``);
+of its own (its workspace from the environment, its log in a file of its own under ``tmp_path``);
 the producer logs from a thread of the test process.  Every wait is on Redis state or
 on a process's exit, under a deadline.
 """
@@ -9,11 +9,7 @@ on a process's exit, under a deadline.
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -27,57 +23,11 @@ import redis
 
 from runstream import Experiment, Workspace
 from runstream.keys import INGEST_GROUP
+from tests.battery.conftest import CollectorProcess
 from tests.conftest import read_series, wait_until
 
 #: Seeds where the kills land; change it to explore other interleavings.
 SEED = 20261129
-
-
-class CollectorProcess:
-    """One ``python -m runstream.collector`` process, logging JSON lines to a file."""
-
-    def __init__(self, workspace: Workspace, reader: str, lease_ttl: float, log: Path) -> None:
-        self.reader = reader
-        self.log = log
-        env = {key: value for key, value in os.environ.items() if not key.startswith("RUNSTREAM_")}
-        env |= {
-            "RUNSTREAM_REDIS_URL": workspace.settings.redis_url,
-            "RUNSTREAM_WORKSPACE": workspace.name,
-            "RUNSTREAM_DATA_DIR": str(workspace.settings.data_dir),
-        }
-        command = [sys.executable, "-m", "runstream.collector", "--reader", reader, "--lease-ttl", str(lease_ttl)]
-        with log.open("ab") as out:
-            out.write(f"--- starting {reader}\n".encode())
-            out.flush()
-            self.process = subprocess.Popen(
-                [*command, "--json"], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent
-            )
-
-    def tail(self, lines: int = 30) -> str:
-        """The end of the collectors' log, for assertion messages."""
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-    def events(self) -> list[str]:
-        """The events this reader logged (any of its processes), in order."""
-        lines = [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
-        return [line["event"] for line in lines if line.get("reader") == self.reader]
-
-    def check_alive(self) -> bool:
-        """True while the process runs; a collector that exits on its own fails the test."""
-        code = self.process.poll()
-        assert code is None, f"collector {self.reader} exited with {code}:\n{self.tail()}"
-        return True
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash or an OOM kill would."""
-        self.check_alive()
-        self.process.send_signal(signal.SIGKILL)
-        assert -signal.SIGKILL == self.process.wait(10)
-
-    def terminate(self, timeout: float) -> int:
-        """SIGTERM, then the exit code once the process has exited (within ``timeout``)."""
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout)
 
 
 StartCollector = Callable[[str, float], CollectorProcess]
@@ -89,14 +39,14 @@ def start_process(workspace: Workspace, tmp_path: Path) -> Iterator[StartCollect
     started: list[CollectorProcess] = []
 
     def start(reader: str, lease_ttl: float) -> CollectorProcess:
-        started.append(CollectorProcess(workspace, reader, lease_ttl, tmp_path / "collectors.log"))
+        # A log file per reader: two processes writing one file could interleave their lines.
+        log = tmp_path / f"collector-{reader}.log"
+        started.append(CollectorProcess(workspace, reader, log, lease_ttl=lease_ttl))
         return started[-1]
 
     yield start
     for collector in started:
-        if collector.process.poll() is None:
-            collector.process.kill()
-        collector.process.wait(10)
+        collector.end()
 
 
 @pytest.fixture

@@ -276,6 +276,24 @@ class TestLoggingSetup:
 
         assert ("batch_flushed", 3, "info") == (line["event"], line["events"], line["level"])
 
+    def test_one_write_per_record(self) -> None:
+        """Each record reaches the stream in one write, newline included: two processes sharing
+        a log file (or a pipe) can then never glue two records into one line."""
+        out = _WriteRecorder()
+        before = structlog.get_config()
+        configure_logging(json=True, stream=out)
+        try:
+            structlog.get_logger("t").info("shard_released", shard=1)
+            structlog.get_logger("t").info("collector_stopped")
+        finally:
+            structlog.configure(**before)
+
+        records = [json.loads(w) for w in out.writes]
+
+        assert 2 == len(out.writes)
+        assert all(w.endswith("\n") and w.count("\n") == 1 for w in out.writes)
+        assert ["shard_released", "collector_stopped"] == [r["event"] for r in records]
+
     def test_console_lines_and_level(self) -> None:
         out = io.StringIO()
         before = structlog.get_config()
@@ -291,3 +309,15 @@ class TestLoggingSetup:
         assert "hidden" not in text
         assert "shown" in text
         assert "n=1" in text
+
+
+class _WriteRecorder(io.StringIO):
+    """A text stream that keeps each ``write`` call's text apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)

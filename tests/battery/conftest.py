@@ -123,6 +123,11 @@ class Process:
         self.process.send_signal(signal.SIGKILL)
         assert -signal.SIGKILL == self.process.wait(10)
 
+    def terminate(self, timeout: float) -> int:
+        """SIGTERM, then the exit code once the process has exited (within ``timeout``)."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
     def end(self) -> None:
         """Kill it if it still runs, and reap it (fixture teardown)."""
         if self.process.poll() is None:
@@ -256,7 +261,8 @@ def start_collector_process(started: Started, tmp_path: Path) -> StartCollector:
     """``start(workspace, reader, **options)``: a collector process (see :class:`CollectorProcess`)."""
 
     def start(workspace: Workspace, reader: str = "c1", **options: Any) -> CollectorProcess:
-        collector = CollectorProcess(workspace, reader, tmp_path / "collectors.log", **options)
+        # A log file per reader: two processes writing one file could interleave their lines.
+        collector = CollectorProcess(workspace, reader, tmp_path / f"collector-{reader}.log", **options)
         started.processes.append(collector)
         return collector
 
