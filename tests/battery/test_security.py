@@ -11,17 +11,16 @@ producers are separate processes whose output is captured whole.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import secrets
-import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -42,6 +41,7 @@ from runstream.consumer.settings import load_tokens, parse_token
 from runstream.errors import ConfigError
 from runstream.keys import DEFAULT_PREFIX, Keys
 from runstream.redis_server import RedisServer, free_port
+from tests.battery.conftest import Process
 from tests.battery.tls import TlsRedisServer, find_redis_server, make_certificates
 from tests.conftest import CollectorThread, RunScript, wait_until
 from tests.test_server import collect_sse
@@ -449,42 +449,16 @@ def run_collector_process(
     )
 
 
-@dataclass
-class Service:
-    """A runstream process in the background, its output (stdout and stderr) in a file."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    output: Path
-
-    def text(self) -> str:
-        return self.output.read_text(errors="replace")
-
-    def stop(self) -> int:
-        """SIGTERM, then SIGKILL after 15 s; its exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+def output_of(service: Process) -> str:
+    return service.log.read_text(errors="replace")
 
 
-def start_service(name: str, argv: list[str], env: dict[str, str], folder: Path) -> Service:
-    output = folder / f"{name}.log"
-    with output.open("wb") as sink:
-        process = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=folder)
-    return Service(name, process, output)
-
-
-async def wait_for_text(service: Service, text: str, bound: float = 30.0) -> None:
+async def wait_for_text(service: Process, text: str, bound: float = 30.0) -> None:
     """Until ``text`` shows in the service's output (a read of its log file, not a sleep)."""
     deadline = time.monotonic() + bound
-    while text not in service.text():
-        if time.monotonic() > deadline or (service.process.poll() is not None and text not in service.text()):
-            raise AssertionError(f"{service.name} did not log {text!r}: {service.text()[-3000:]}")
+    while text not in output_of(service):
+        if time.monotonic() > deadline or (service.process.poll() is not None and text not in output_of(service)):
+            raise AssertionError(f"{service.name} did not log {text!r}: {output_of(service)[-3000:]}")
         await asyncio.sleep(0.05)
 
 
@@ -519,8 +493,10 @@ class TestSecretsNotLogged:
         env = clean_env(RUNSTREAM_REDIS_URL=url, RUNSTREAM_WORKSPACE="secrets", RUNSTREAM_DATA_DIR=str(tmp_path))
         serve = [sys.executable, "-c", "from runstream.consumer.cli import main; main()", "serve", "--json"]
         services = [
-            start_service("collector", [sys.executable, "-m", "runstream.collector", "--json"], env, tmp_path),
-            start_service("server", [*serve, "--port", str(port), "--token-file", "tokens"], env, tmp_path),
+            Process(
+                [sys.executable, "-m", "runstream.collector", "--json"], env, tmp_path / "collector.log", "collector"
+            ),
+            Process([*serve, "--port", str(port), "--token-file", "tokens"], env, tmp_path / "server.log", "server"),
         ]
         collector, server = services
         admin = redis.Redis.from_url(acl_redis.admin_url)
@@ -562,9 +538,11 @@ class TestSecretsNotLogged:
             await asyncio.to_thread(follow.flush, 10)
         finally:
             for service in services:
-                service.stop()
+                with contextlib.suppress(subprocess.TimeoutExpired):  # then killed
+                    service.terminate(15)
+                service.end()
             admin.close()
-        outputs = {service.name: service.text() for service in services}
+        outputs = {service.name: output_of(service) for service in services}
         outputs |= {
             "producer": logged.stdout + logged.stderr,
             "unreachable producer": unreachable.stdout + unreachable.stderr,
