@@ -4,10 +4,9 @@
 :class:`~.sse.FeedHub` per app (``cleanup_ctx`` owns them), the REST routes of
 :mod:`.api`, the SSE endpoint, the OpenAPI document built from the same route
 table, the pages and their assets (no CDN: plotly.js comes from the installed
-``plotly`` package).  With tokens configured, every API and page request needs one
-that opens the server's workspace (``Authorization: Bearer``, the ``runstream_token``
-cookie, or ``?token=`` which sets the cookie; a token scoped to another workspace gets
-403); errors are JSON ``{"error": {"status", "message"}}``.
+``plotly`` package), with the middlewares of :mod:`.security` (tokens, path ids)
+and the health endpoint of :mod:`.health`; errors are JSON
+``{"error": {"status", "message"}}``.
 """
 
 from __future__ import annotations
@@ -15,12 +14,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import gzip
-import hmac
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import cast
 
 import click
 import plotly  # type: ignore[import-untyped]  # used only to find its plotly.min.js
@@ -35,13 +32,15 @@ from runstream.config import Settings
 from runstream.connection import SOCKET_TIMEOUT, RedisClient, connect, mask_url, seed_nodes, single_node
 from runstream.consumer.api import ROUTES
 from runstream.consumer.downsample import warm_up
+from runstream.consumer.health import health
 from runstream.consumer.openapi import openapi_document
 from runstream.consumer.reader import RecordReader
+from runstream.consumer.security import Handler, Middleware, check_path_ids, make_auth
 from runstream.consumer.series_cache import SeriesCache
-from runstream.consumer.settings import ServerSettings, load_tokens, scoped_tokens
+from runstream.consumer.settings import ServerSettings, load_tokens
 from runstream.consumer.sse import FeedHub
 from runstream.consumer.state import HUB, READER, REDIS, SERIES_CACHE, SETTINGS, STORE
-from runstream.keys import Keys, check_identifier, check_run_id
+from runstream.keys import Keys
 from runstream.logconfig import configure_logging
 
 __all__ = ["ServerSettings", "create_app", "serve_command"]
@@ -53,12 +52,8 @@ PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 _EVENT_ID = re.compile(r"\d+(-\d+)?(/\d+)?")  # a stream id, or "<stream id>/<k>" (see sse.Message)
 #: Redis connections of one server; a request waits (up to SOCKET_TIMEOUT) for a free one.
 REDIS_CONNECTIONS = 64
-TOKEN_COOKIE = "runstream_token"  # noqa: S105  # the cookie's name, not a secret
 #: Open SSE responses, closed on shutdown (a set: aiohttp's AppKey cannot hold a WeakSet type).
 _STREAMS: web.AppKey[set[EventSourceResponse]] = web.AppKey("streams")
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 @web.middleware
@@ -77,52 +72,6 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         _log.warning("redis_unavailable", path=request.path, error=f"{type(exc).__name__}: {exc}")
         message = f"the workspace's Redis is unavailable ({type(exc).__name__}); try again later"
         return web.json_response({"error": {"status": 503, "message": message}}, status=503)
-
-
-@web.middleware
-async def check_path_ids(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Run ids and experiment names in a path or query are refused (400) before any handler
-    builds a key or a path from them: aiohttp decodes ``%2F`` inside ``{run_id}``."""
-    try:
-        if "run_id" in request.match_info:
-            check_run_id(request.match_info["run_id"])
-        if "experiment" in request.query:
-            check_identifier("experiment", request.query["experiment"])
-    except ValueError as exc:
-        raise web.HTTPBadRequest(reason=str(exc)) from None
-    return await handler(request)
-
-
-def _token_of(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
-    if header.startswith("Bearer "):
-        return header[7:].strip()
-    return request.query.get("token") or request.cookies.get(TOKEN_COOKIE)
-
-
-def make_auth(tokens: frozenset[str], workspace: str) -> Middleware:
-    """The middleware that lets in requests holding a token that opens ``workspace``.
-
-    ``tokens`` are entries as :func:`~.settings.parse_token` reads them.  With none,
-    everything is served.  A token scoped to another workspace gets 403, any other
-    token (or none) 401.
-    """
-    here, elsewhere = scoped_tokens(tokens, workspace)
-
-    @web.middleware
-    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        """With tokens configured, nothing is served without one that opens this workspace."""
-        given = _token_of(request)
-        if not tokens or (given and any(hmac.compare_digest(given, t) for t in here)):
-            response = await handler(request)
-            if tokens and request.query.get("token") and not response.prepared:
-                response.set_cookie(TOKEN_COOKIE, given or "", httponly=True, samesite="Strict")
-            return response
-        if given and any(hmac.compare_digest(given, t) for t in elsewhere):
-            raise web.HTTPForbidden(reason="this token is scoped to another workspace")
-        raise web.HTTPUnauthorized(reason="a bearer token is needed", headers={"WWW-Authenticate": "Bearer"})
-
-    return auth
 
 
 async def run_events(request: web.Request) -> web.StreamResponse:
@@ -146,23 +95,6 @@ async def run_events(request: web.Request) -> web.StreamResponse:
 
 async def openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_document())
-
-
-async def health(request: web.Request) -> web.Response:
-    """The collectors' published counters, and this server's SSE figures."""
-    reports = cast("dict[bytes, bytes]", await request.app[REDIS].hgetall(request.app[READER].keys.collectors()))
-    hub = request.app[HUB]
-    return web.json_response(
-        {
-            "status": "ok",
-            "collectors": {k.decode(): v.decode() for k, v in reports.items()},
-            "sse": {
-                "runs": len(hub.feeds),
-                "clients": sum(len(f.clients) for f in hub.feeds.values()),
-                "dropped": hub.dropped,
-            },
-        }
-    )
 
 
 _REQUESTS: web.AppKey[Counter[tuple[str, int]]] = web.AppKey("requests")

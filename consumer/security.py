@@ -1,0 +1,70 @@
+"""The server's gatekeeping middlewares: who may ask, and what a path may name.
+
+:func:`make_auth` lets in only requests holding a token that opens the server's
+workspace (``Authorization: Bearer``, the ``runstream_token`` cookie, or ``?token=``
+which sets the cookie); :func:`check_path_ids` refuses (400) a run id or experiment
+name that is not a plain name before any handler builds a key or a path from it.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from runstream.consumer.settings import scoped_tokens
+from runstream.keys import check_identifier, check_run_id
+
+__all__ = ["TOKEN_COOKIE", "Handler", "Middleware", "check_path_ids", "make_auth"]
+
+TOKEN_COOKIE = "runstream_token"  # noqa: S105  # the cookie's name, not a secret
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def check_path_ids(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Run ids and experiment names in a path or query are refused (400) before any handler
+    builds a key or a path from them: aiohttp decodes ``%2F`` inside ``{run_id}``."""
+    try:
+        if "run_id" in request.match_info:
+            check_run_id(request.match_info["run_id"])
+        if "experiment" in request.query:
+            check_identifier("experiment", request.query["experiment"])
+    except ValueError as exc:
+        raise web.HTTPBadRequest(reason=str(exc)) from None
+    return await handler(request)
+
+
+def _token_of(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        return header[7:].strip()
+    return request.query.get("token") or request.cookies.get(TOKEN_COOKIE)
+
+
+def make_auth(tokens: frozenset[str], workspace: str) -> Middleware:
+    """The middleware that lets in requests holding a token that opens ``workspace``.
+
+    ``tokens`` are entries as :func:`~.settings.parse_token` reads them.  With none,
+    everything is served.  A token scoped to another workspace gets 403, any other
+    token (or none) 401.
+    """
+    here, elsewhere = scoped_tokens(tokens, workspace)
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """With tokens configured, nothing is served without one that opens this workspace."""
+        given = _token_of(request)
+        if not tokens or (given and any(hmac.compare_digest(given, t) for t in here)):
+            response = await handler(request)
+            if tokens and request.query.get("token") and not response.prepared:
+                response.set_cookie(TOKEN_COOKIE, given or "", httponly=True, samesite="Strict")
+            return response
+        if given and any(hmac.compare_digest(given, t) for t in elsewhere):
+            raise web.HTTPForbidden(reason="this token is scoped to another workspace")
+        raise web.HTTPUnauthorized(reason="a bearer token is needed", headers={"WWW-Authenticate": "Bearer"})
+
+    return auth
