@@ -57,14 +57,7 @@ def check_identifier(kind: str, value: object) -> str:
         TypeError: ``value`` is not a str.
         ValueError: it is empty, too long or uses characters outside ``[A-Za-z0-9_.-]``.
     """
-    if not isinstance(value, str):
-        raise TypeError(f"{kind} name must be a str, not {type(value).__name__}")
-    if not _IDENTIFIER.fullmatch(value):
-        raise ValueError(
-            f"{kind} name {value!r} is invalid: use 1-255 letters, digits, '_', '.' or '-',"
-            " starting with a letter or digit"
-        )
-    return value
+    return _matching(_IDENTIFIER, f"{kind} name", 255, value)
 
 
 def check_run_id(value: object) -> str:
@@ -74,11 +67,15 @@ def check_run_id(value: object) -> str:
         TypeError: ``value`` is not a str.
         ValueError: it is empty, too long, or uses characters outside ``[A-Za-z0-9_.-]``.
     """
+    return _matching(_RUN_ID, "run id", MAX_RUN_ID_LEN, value)
+
+
+def _matching(pattern: re.Pattern[str], what: str, longest: int, value: object) -> str:
     if not isinstance(value, str):
-        raise TypeError(f"run id must be a str, not {type(value).__name__}")
-    if not _RUN_ID.fullmatch(value):
+        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
+    if not pattern.fullmatch(value):
         raise ValueError(
-            f"run id {value[:80]!r} is invalid: use 1-{MAX_RUN_ID_LEN} letters, digits, '_', '.' or '-',"
+            f"{what} {value[:80]!r} is invalid: use 1-{longest} letters, digits, '_', '.' or '-',"
             " starting with a letter or digit"
         )
     return value

@@ -24,12 +24,15 @@ from typing import Any, Protocol, cast
 import pytest
 import redis
 import structlog
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
 from runstream import Experiment, Settings, Workspace
 from runstream.codec import Batch, decode_entry
 from runstream.collector import CollectorSettings
 from runstream.collector.background import BackgroundCollector
 from runstream.collector.records import Series, unpack_series
+from runstream.consumer.server import ServerSettings, create_app
 from runstream.redis_server import RedisServer
 
 
@@ -173,6 +176,15 @@ def start_collector() -> Iterator[Callable[..., CollectorThread]]:
     yield start
     for thread in started:
         thread.stop()
+
+
+@pytest.fixture
+async def api(
+    experiment: Experiment, start_collector: Callable[..., CollectorThread], aiohttp_client: AiohttpClient
+) -> TestClient[Any, Any]:
+    """A test client of the real ``create_app`` for the experiment's workspace, with a collector running."""
+    start_collector(experiment.workspace)
+    return await aiohttp_client(create_app(ServerSettings(workspace=experiment.workspace.settings)))
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:

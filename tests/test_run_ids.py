@@ -19,13 +19,11 @@ from typing import Any, ClassVar, cast
 import pytest
 import redis
 from aiohttp.test_utils import TestClient
-from pytest_aiohttp import AiohttpClient
 from yarl import URL
 
 from runstream import Experiment, Run
 from runstream.artifacts import LocalArtifactStore
 from runstream.codec import Batch, encode_batch
-from runstream.consumer.server import ServerSettings, create_app
 from runstream.events import RunStarted, TagsSet
 from runstream.keys import check_run_id
 from tests.conftest import CollectorThread, wait_until
@@ -176,14 +174,6 @@ class TestIngestDoor:
         assert "'experiment': experiment name '../../etc' is invalid" in reasons[0]
         assert "'parent_id': run id '../../etc' is invalid" in reasons[1]
         assert {} == tags
-
-
-@pytest.fixture
-async def api(
-    experiment: Experiment, start_collector: Callable[..., CollectorThread], aiohttp_client: AiohttpClient
-) -> Client:
-    start_collector(experiment.workspace)
-    return await aiohttp_client(create_app(ServerSettings(workspace=experiment.workspace.settings)))
 
 
 def forge_record(experiment: Experiment, run_id: str) -> None:

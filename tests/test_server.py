@@ -39,15 +39,6 @@ THIS_FILE_SIZE = len(Path(__file__).read_bytes())
 TOKEN = "tok-3f9a"  # noqa: S105  # a test token
 
 
-@pytest.fixture
-async def api(
-    experiment: Experiment, start_collector: Callable[..., CollectorThread], aiohttp_client: AiohttpClient
-) -> Client:
-    """A test client of the server for the experiment's workspace, with a collector running."""
-    start_collector(experiment.workspace)
-    return await aiohttp_client(create_app(ServerSettings(workspace=experiment.workspace.settings)))
-
-
 async def started(experiment: Experiment) -> Run:
     """A new run whose record exists (so the API knows it)."""
     run = experiment.start_logging()
