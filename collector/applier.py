@@ -5,54 +5,61 @@ decoded and folded into a :class:`~.aggregate.Plan`; the plans' index follow-ups
 (idempotent SADD / ZADD on workspace indexes) run first, then one EVALSHA of
 ``apply.lua`` per batch on its run's slot, whose seq check makes a batch delivered
 twice apply once.  Entries that do not decode or fold go to the dead-letter stream
-with the reason.  Only then are they all acked.  On a Redis Cluster the scripts run in
-rounds that keep each run's batches in order (see :meth:`Applier._run_scripts_clustered`).
+with the reason.  Only then are they acked: those applied (or applied before), and
+those whose dead letter was written.  On a Redis Cluster the scripts run in rounds that
+keep each run's batches in order (see :meth:`Applier._run_scripts`).
+
+A Redis that is full (or out of reach) is an outage, not a bad batch (:mod:`.outage`):
+the scripts it refused wrote nothing, nothing is dead-lettered or acked for them, and the
+error goes up to the shard loop, which applies the shard's pending entries again, in
+order, once Redis has room.  On one Redis the follow-ups and scripts of a call are one
+MULTI, so that Redis takes all of them or none: in a plain pipeline, memory freed by
+another client between two scripts could let a run's later batch in after its earlier
+one was refused, and the seq check would then skip the earlier one for good.
+
+Dead letters are bounded in count (:data:`DEADLETTER_MAXLEN`) and in size: a letter
+keeps :data:`LETTER_FIELD_BYTES` of the entry's fields at most (and the reason's first
+:data:`REASON_CHARS` characters), noting the fields' full size and sha256 when it cuts,
+so the stream holds about ``DEADLETTER_MAXLEN x (LETTER_FIELD_BYTES + 2 KiB)`` at most
+(about 100 MB).
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from importlib import resources
 from typing import Any, Final, Protocol, cast
 
-from redis.exceptions import (
-    AskError,
-    ClusterError,
-    NoScriptError,
-    ReadOnlyError,
-    RedisClusterException,
-    ResponseError,
-    SlotNotCoveredError,
-    TryAgainError,
-)
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.typing import EncodableT, FieldT
 from structlog.typing import FilteringBoundLogger as BoundLogger
 
 from runstream.codec import decode_entry
 from runstream.collector.aggregate import Plan, plan
+from runstream.collector.outage import UNREACHABLE, raise_first_outage, raise_if_outage
 from runstream.connection import RedisClient, is_cluster
 from runstream.errors import DecodeError
 from runstream.keys import INGEST_GROUP, Keys
 
-__all__ = ["APPLY_LUA", "UNREACHABLE", "Applier", "Counts", "Entry"]
+__all__ = [
+    "APPLY_LUA",
+    "DEADLETTER_MAXLEN",
+    "LETTER_FIELD_BYTES",
+    "UNREACHABLE",
+    "Applier",
+    "Counts",
+    "Entry",
+    "fields_digest",
+]
 
 APPLY_LUA: Final = resources.files("runstream.collector").joinpath("apply.lua").read_text()
-DEADLETTER_MAXLEN: Final = 100_000
-#: What a Redis that is restarting (LOADING is a ConnectionError too), out of reach, or (in a
-#: cluster) failing over or moving a slot raises: every loop rides it out and tries again, so
-#: neither a Redis restart nor a fail-over ends the collector.
-UNREACHABLE: Final = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    ClusterError,  # CLUSTERDOWN, MASTERDOWN, and redirections that never settled
-    TryAgainError,  # a multi-key command while its slot is half migrated
-    AskError,  # MOVED and ASK that the client could not follow
-    ReadOnlyError,  # a write to a node demoted to replica, before the client saw it
-    SlotNotCoveredError,
-    RedisClusterException,  # no node of the cluster answers
-)
+#: Dead letters kept: XADD MAXLEN ~ keeps this many and at most one stream node (100 entries) more.
+DEADLETTER_MAXLEN: Final = 10_000
+#: Bytes of an entry's fields (names and values) a dead letter keeps at most.
+LETTER_FIELD_BYTES: Final = 8 * 1024
+#: Characters of the reason a dead letter (and its log line) keeps at most.
+REASON_CHARS: Final = 1024
 
 #: One stream entry as read: (id, fields); fields None for one trimmed while pending.
 Entry = tuple[bytes, dict[bytes, bytes] | None]
@@ -87,14 +94,29 @@ class Applier:
         self._apply = client.register_script(APPLY_LUA)
 
     async def apply_one(self, p: Plan) -> None:
-        """Apply one plan at once (a status the collector decided on itself)."""
-        await self._apply(keys=p.keys, args=p.args)
+        """Apply one plan at once (a status the collector decided on itself).
+
+        Raises:
+            WritesRefusedError: Redis is full (or cannot persist): nothing was written.
+        """
+        try:
+            await self._apply(keys=p.keys, args=p.args)
+        except ResponseError as exc:
+            raise_if_outage(exc)
+            raise
 
     async def process(self, stream: str, entries: list[Entry]) -> None:
-        """Apply entries in order, then follow-ups and dead letters, then XACK them all."""
+        """Apply entries in order, then follow-ups and dead letters, then XACK those done.
+
+        Raises:
+            WritesRefusedError: Redis refused a write (full): what it refused is neither
+                dead-lettered nor acked, and is applied when the shard's pending entries are
+                processed again.
+            redis.exceptions.RedisError: Redis is out of reach (one of ``UNREACHABLE``), or a
+                dead letter could not be written for another reason.
+        """
         plans, dead, done = self._plan(stream, entries)
         results = await self._run_scripts([p for _, p in plans], [c for _, p in plans for c in p.after])
-        pipe = self.client.pipeline(transaction=False)
         for (entry_id, p), result in zip(plans, results, strict=True):
             if isinstance(result, ResponseError):
                 dead.append((entry_id, dict(entries)[entry_id] or {}, f"apply failed: {result}"))
@@ -105,18 +127,37 @@ class Applier:
                 self.stats.points += p.points
             else:
                 self.stats.deduped += 1
+        failed = await self._dead_letter(stream, dead, done)
+        if done:
+            await self.client.xack(stream, INGEST_GROUP, *done)
+        if failed is not None:
+            raise_if_outage(failed)
+            raise failed
+
+    async def _dead_letter(self, stream: str, dead: list[_Dead], done: list[bytes]) -> BaseException | None:
+        """Write the dead letters; add to ``done`` the entries whose letter was written (and only
+        those: one whose letter Redis refused stays pending, to be tried again); the first error."""
+        if not dead:
+            return None
+        pipe = self.client.pipeline(transaction=False)
         for entry_id, fields, reason in dead:
-            self._log.warning("entry_dead_lettered", stream=stream, entry=entry_id.decode(), reason=reason)
             _ = pipe.xadd(
                 self.keys.deadletter(),
                 cast("dict[FieldT, EncodableT]", _dead_letter(stream, entry_id, reason, fields)),
                 maxlen=DEADLETTER_MAXLEN,
                 approximate=True,
             )
+        failed: BaseException | None = None
+        for (entry_id, _, reason), reply in zip(dead, await pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(reply, BaseException):
+                failed = failed or reply
+                continue
+            self._log.warning(
+                "entry_dead_lettered", stream=stream, entry=entry_id.decode(), reason=reason[:REASON_CHARS]
+            )
+            self.stats.dead_lettered += 1
             done.append(entry_id)
-        self.stats.dead_lettered += len(dead)
-        _ = pipe.xack(stream, INGEST_GROUP, *done)
-        await pipe.execute()
+        return failed
 
     def _plan(self, stream: str, entries: list[Entry]) -> tuple[list[tuple[bytes, Plan]], list[_Dead], list[bytes]]:
         """Decode and fold each entry: plans to apply, entries to dead-letter, entries already done."""
@@ -169,18 +210,27 @@ class Applier:
         """``commands`` then an EVALSHA per plan, in one pipeline; the plans' replies.
 
         Plans told NOSCRIPT (a Redis restarted empty, a replica promoted) are sent again
-        once the script is loaded (the applied seqs skip a batch applied twice).
+        once the script is loaded (the applied seqs skip a batch applied twice).  On one
+        Redis it is a MULTI: a full Redis refuses all of it or none (see the module's doc).
+
+        Raises:
+            WritesRefusedError: Redis refused a write (full); on one Redis nothing was written.
+            redis.exceptions.RedisError: one of ``UNREACHABLE``.
         """
         results: list[Any] = []
         for attempt in range(2):
-            pipe = self.client.pipeline(transaction=False)
+            pipe = self.client.pipeline(transaction=not is_cluster(self.client))
             for command in commands:
                 _ = pipe.execute_command(*command)
             for p in plans:
                 # (redis-py blocks a cluster pipeline's evalsha method, not the command, which it routes by key)
                 _ = pipe.execute_command("EVALSHA", self._apply.sha, len(p.keys), *p.keys, *p.args)
-            replies = (await pipe.execute(raise_on_error=False))[len(commands) :]
-            _raise_transient(replies)
+            try:
+                replies = (await pipe.execute(raise_on_error=False))[len(commands) :]
+            except ResponseError as exc:  # a MULTI refused whole (EXECABORT: OOM while queuing)
+                raise_if_outage(exc)
+                raise
+            raise_first_outage(replies)
             if attempt == 1:
                 again = iter(replies)
                 return [next(again) if isinstance(r, NoScriptError) else r for r in results]
@@ -207,15 +257,36 @@ def _rounds(plans: list[Plan]) -> list[list[int]]:
     return rounds
 
 
-def _raise_transient(results: list[Any]) -> None:
-    """Raise the first error in a pipeline's ``results`` that is Redis being away, not the entry's fault."""
-    for result in results:
-        if isinstance(result, UNREACHABLE):
-            raise result
-
-
 def _dead_letter(stream: str, entry_id: bytes, reason: str, fields: dict[bytes, bytes]) -> dict[str | bytes, Any]:
-    """A dead-letter entry: where the entry came from, why, and its fields as they were."""
-    letter: dict[str | bytes, Any] = {"stream": stream, "entry": entry_id, "reason": reason}
-    letter.update({b"f:" + key: value for key, value in fields.items()})
+    """A dead-letter entry: where the entry came from, why, and its fields as they were.
+
+    Fields past :data:`LETTER_FIELD_BYTES` (names and values counted, in the entry's
+    order) are cut (a value) or dropped (a field); the letter then says so: ``size``,
+    the bytes of the entry's fields; ``sha256``, their :func:`fields_digest`; ``kept``,
+    the bytes of them it holds.
+    """
+    letter: dict[str | bytes, Any] = {"stream": stream, "entry": entry_id, "reason": reason[:REASON_CHARS]}
+    size = sum(len(key) + len(value) for key, value in fields.items())
+    if size <= LETTER_FIELD_BYTES:
+        letter.update({b"f:" + key: value for key, value in fields.items()})
+        return letter
+    room = LETTER_FIELD_BYTES
+    for key, value in fields.items():
+        if room <= len(key):
+            break
+        kept = value[: room - len(key)]
+        letter[b"f:" + key] = kept
+        room -= len(key) + len(kept)
+    letter.update({"size": size, "sha256": fields_digest(fields), "kept": LETTER_FIELD_BYTES - room})
     return letter
+
+
+def fields_digest(fields: dict[bytes, bytes]) -> str:
+    """The sha256 (hex) of an entry's fields: each name, then each value, in order, each after
+    its length as 8 bytes big-endian (what a cut dead letter notes of the entry it cut)."""
+    digest = hashlib.sha256()
+    for key, value in fields.items():
+        for part in (key, value):
+            digest.update(len(part).to_bytes(8, "big"))
+            digest.update(part)
+    return digest.hexdigest()

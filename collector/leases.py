@@ -4,7 +4,8 @@ A lease is a key beside its shard (same slot) holding the owner's reader name, w
 an expiry.  The owner renews it well before it expires; a collector that dies stops
 renewing, and another takes the shard over once the key has expired.  Renewal and
 release check the owner inside a script, so a collector never extends or drops a
-lease that has meanwhile passed to another.
+lease that has meanwhile passed to another.  None of the scripts is refused by a
+full Redis (see ``_ACQUIRE``): the leases outlast an outage.
 """
 
 from __future__ import annotations
@@ -20,15 +21,26 @@ Entries = list[tuple[bytes, dict[bytes, bytes] | None]]
 
 #: Take or renew the lease: -1 if we took it anew, 0 if we renewed it, else the milliseconds
 #: until the holder's lapses.
+#:
+#: Both work while Redis is full (maxmemory reached, noeviction), so that a full Redis
+#: neither takes a collector's shards away nor keeps it from taking them: renewing is a
+#: PEXPIRE, which needs no memory; a free lease is taken with a SET, which does.  Redis
+#: refuses a script without flags only its first write that needs memory (once a script
+#: has written, its later writes are let through, to keep it atomic, on Redis 6.2 and 7.x
+#: alike), so the DEL of the absent key, a write that needs none, goes first: the lease, a
+#: few dozen bytes, may then pass maxmemory by that much.
 _ACQUIRE: Final = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return -1
-end
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 0
 end
-return math.max(1, redis.call('PTTL', KEYS[1]))
+if holder then
+  return math.max(1, redis.call('PTTL', KEYS[1]))
+end
+redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return -1
 """
 #: Read new entries of a shard only while its lease is ours: false if it is not; else {1, entries}
 #: or, with none new, {0, the stream's last id} (what a wait for new ones starts from).
