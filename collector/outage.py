@@ -7,7 +7,8 @@ such a write before it writes anything: a plain command is refused whole, and a 
 without flags (``apply.lua``) is refused its first write that needs memory, so it wrote
 nothing (Redis 6.2 and 7.x alike; a script's later writes are let through, to keep it
 atomic).  :func:`outage_cause` tells these replies from the others, whatever shape
-redis-py gives them (``OutOfMemoryError`` on 7.x, a script error quoting ``-OOM`` on 6.2).
+redis-py gives them (``OutOfMemoryError`` on 7.x, a script error quoting ``-OOM`` on 6.2:
+:func:`runstream.connection.write_refused`).
 
 Every loop of the collector rides an outage out (:data:`UNREACHABLE` lists what it
 catches) and tells an :class:`Outage`, which logs it (once when it starts, then at a
@@ -18,7 +19,6 @@ health endpoint shows it.
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Final
 
@@ -30,13 +30,14 @@ from redis.exceptions import (
     ReadOnlyError,
     RedisClusterException,
     RedisError,
-    ResponseError,
     SlotNotCoveredError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from structlog.typing import FilteringBoundLogger as BoundLogger
+
+from runstream.connection import REDIS_CANNOT_PERSIST, REDIS_FULL, write_refused
 
 __all__ = [
     "REDIS_FULL",
@@ -50,13 +51,8 @@ __all__ = [
 ]
 
 #: The causes an outage is named by, in logs and in the collector's report.
-REDIS_FULL: Final = "redis_full"
-REDIS_CANNOT_PERSIST: Final = "redis_cannot_persist"
 REDIS_UNREACHABLE: Final = "redis_unreachable"
 
-#: An error reply that refuses a write for want of memory or disk: "OOM ..." from a command
-#: (redis-py's OutOfMemoryError), "... @user_script: 1: -OOM ..." from a script on Redis 6.2.
-_REFUSED: Final = re.compile(r"(?:^|: -)(OOM|MISCONF) ")
 #: Seconds between two log lines of one outage (the first is logged at once).
 LOG_EVERY: Final = 10.0
 
@@ -97,13 +93,9 @@ def outage_cause(exc: BaseException) -> str | None:
     """The outage ``exc`` is a sign of (:data:`REDIS_FULL`, ...), or None if it is no outage."""
     if isinstance(exc, WritesRefusedError):
         return exc.cause
-    if isinstance(exc, OutOfMemoryError):
-        return REDIS_FULL
-    if isinstance(exc, ResponseError):
-        match = _REFUSED.search(str(exc))
-        if match is None:
-            return None
-        return REDIS_FULL if match.group(1) == "OOM" else REDIS_CANNOT_PERSIST
+    refused = write_refused(exc)
+    if refused is not None:
+        return refused
     return REDIS_UNREACHABLE if isinstance(exc, UNREACHABLE) else None
 
 

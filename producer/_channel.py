@@ -1,14 +1,24 @@
 """A channel: one Redis destination of the logger, with its client and outbox.
 
 Lives in the logger thread: the asyncio client is created there on first use and
-only ever awaited there.  ``send`` pipelines the oldest queued batches as XADDs;
-on failure the channel backs off (doubling up to :data:`MAX_BACKOFF`) and keeps its
-batches, which the outbox spills to disk if the outage lasts.  A retried pipeline may
-write an entry twice; each carries its seq, so the collector applies it once.
+only ever awaited there.  ``send`` sends the oldest queued batches as XADDs, each
+stream's in one MULTI; on failure the channel backs off (doubling up to
+:data:`MAX_BACKOFF`) and keeps its batches, which the outbox spills to disk if the
+outage lasts.  A retried send may write an entry twice; each carries its seq, so the
+collector applies it once.
+
+A full Redis (``maxmemory`` reached under ``noeviction``) is such an outage: its OOM
+refusal is retried like a lost connection, never taken for a bad batch, and the
+warning names it (``redis_full``, not ``redis_unreachable``).  The MULTI is what keeps
+that safe: a full Redis refuses a MULTI whole, where in a plain pipeline it may refuse
+one XADD and take the next (memory freed by another client in between), putting a
+run's later batch in the stream before the earlier one, whose resent copy the
+collector's seq check would then skip as applied.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from functools import partial
@@ -20,8 +30,8 @@ from redis.typing import EncodableT, FieldT
 
 from runstream._log import sdk_logger
 from runstream._outbox import Outbox
-from runstream._spool import Spool
-from runstream.connection import RedisClient, connect, mask_url
+from runstream._spool import OutgoingBatch, Spool
+from runstream.connection import REDIS_FULL, RedisClient, connect, is_cluster, mask_url, write_refused
 from runstream.keys import Keys
 from runstream.shard_count import raise_shard_count
 
@@ -55,6 +65,7 @@ class Channel:
         self.retry_at = 0.0
         self.sending = False
         self._failures = 0
+        self._cause: str | None = None  # of the outage under way (see _cause)
         self._client: RedisClient | None = None
         #: Workspaces whose shard count this channel has yet to raise (see claim_shards).
         self._unclaimed: dict[str, Keys] = {}
@@ -90,18 +101,19 @@ class Channel:
             for name, keys in list(self._unclaimed.items()):
                 await raise_shard_count(client, keys)
                 del self._unclaimed[name]
-            async with client.pipeline(transaction=False) as pipe:
-                for batch in batches:
-                    # A pipeline queues the command and returns itself; nothing to await here.
-                    _ = pipe.xadd(batch.stream, cast("dict[FieldT, EncodableT]", batch.fields))
-                await pipe.execute()
+            await _xadd(client, batches)
         except (RedisError, RedisClusterException, OSError) as exc:  # (a cluster none of whose nodes answer)
             self._failed(exc)
             return
         self.outbox.ack(len(batches))
         if self._failures:
-            _log().info("redis_reachable_again", redis=mask_url(self.url), after_attempts=self._failures)
-        self._failures = 0
+            _log().info(
+                "redis_reachable_again" if self._cause == _UNREACHABLE else "redis_recovered",
+                redis=mask_url(self.url),
+                cause=self._cause,
+                after_attempts=self._failures,
+            )
+        self._failures, self._cause = 0, None
         self.batches_sent += len(batches)
         self.events_sent += sum(b.events for b in batches)
         self.bytes_sent += sum(b.size for b in batches)
@@ -112,17 +124,16 @@ class Channel:
         self.last_error = f"{type(exc).__name__}: {exc}"
         backoff = min(MAX_BACKOFF, _FIRST_BACKOFF * 2 ** (self._failures - 1))
         self.retry_at = time.monotonic() + backoff
-        if self._failures == 1:
-            # Refused (a wrong password, a user without the right): no outage, but the ACL may be
-            # mended while this process runs, so it retries all the same; the event says which.
-            refused = isinstance(exc, AuthenticationError | NoPermissionError)
+        cause = _cause(exc)
+        if cause != self._cause:  # said once per outage (and again if its cause changes)
+            self._cause = cause
             _log().warning(
-                "redis_refused" if refused else "redis_unreachable",
+                cause,
                 redis=mask_url(self.url),
                 error=self.last_error,
                 pending_batches=self.outbox.pending,
                 spool=str(self.outbox.spool.path),
-                **({"hint": "check the user and password of the Redis URL"} if refused else {}),
+                **({"hint": _HINTS[cause]} if cause in _HINTS else {}),
             )
 
     async def aclose(self) -> None:
@@ -137,4 +148,52 @@ class Channel:
         self.sending = False
         self.retry_at = 0.0
         self._failures = 0
+        self._cause = None
         self.outbox = Outbox(Spool(self._spool_folder, producer), self._max_memory_bytes)
+
+
+_UNREACHABLE: Final = "redis_unreachable"
+_REFUSED: Final = "redis_refused"
+_HINTS: Final = {
+    _REFUSED: "check the user and password of the Redis URL",
+    REDIS_FULL: "Redis reached its maxmemory: the batches are kept (on disk past the logger's memory bound) "
+    "and sent once it has room (raise maxmemory, or archive or delete old runs)",
+}
+
+
+def _cause(exc: BaseException) -> str:
+    """What a failed send says of Redis: full (or unable to persist), refusing this user, or out of reach.
+
+    Refused (a wrong password, a user without the right) is no outage, but the ACL may
+    be mended while this process runs, so it is retried all the same.
+    """
+    if isinstance(exc, AuthenticationError | NoPermissionError):
+        return _REFUSED
+    return write_refused(exc) or _UNREACHABLE
+
+
+async def _xadd(client: RedisClient, batches: list[OutgoingBatch]) -> None:
+    """XADD ``batches``, each stream's in one MULTI, which Redis takes whole or not at all.
+
+    On one Redis every stream's batches go in one MULTI; on a cluster, where a MULTI is
+    one slot's, each stream's in one of its own, all sent at once.  (A run's batches all
+    go to one stream, so each run's batches are taken whole or not at all.)
+    """
+    if not is_cluster(client):
+        await _transaction(client, batches)
+        return
+    by_stream: dict[str, list[OutgoingBatch]] = {}
+    for batch in batches:
+        by_stream.setdefault(batch.stream, []).append(batch)
+    sent = await asyncio.gather(*(_transaction(client, group) for group in by_stream.values()), return_exceptions=True)
+    for result in sent:
+        if isinstance(result, BaseException):
+            raise result
+
+
+async def _transaction(client: RedisClient, batches: list[OutgoingBatch]) -> None:
+    async with client.pipeline(transaction=True) as pipe:
+        for batch in batches:
+            # A pipeline queues the command and returns itself; nothing to await here.
+            _ = pipe.xadd(batch.stream, cast("dict[FieldT, EncodableT]", batch.fields))
+        await pipe.execute()

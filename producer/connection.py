@@ -26,10 +26,21 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoPermissionError, ResponseError
+from redis.exceptions import NoPermissionError, OutOfMemoryError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["SOCKET_TIMEOUT", "RedisClient", "connect", "is_cluster", "mask_url", "seed_nodes", "single_node"]
+__all__ = [
+    "REDIS_CANNOT_PERSIST",
+    "REDIS_FULL",
+    "SOCKET_TIMEOUT",
+    "RedisClient",
+    "connect",
+    "is_cluster",
+    "mask_url",
+    "seed_nodes",
+    "single_node",
+    "write_refused",
+]
 
 #: What :func:`connect` gives: one server's client, or a cluster's.  Both speak the same
 #: commands; only a pipeline's reach differs (see :func:`is_cluster`).
@@ -44,6 +55,13 @@ CLUSTER_NODE_CONNECTIONS: Final = 1000
 _QUERY_PASSWORD: Final = re.compile(r"((?:^|&)password=)[^&]*")
 #: The nodes of each cluster this process has met, by each of its nodes.
 _KNOWN_NODES: dict[tuple[str, int], list[tuple[str, int]]] = {}
+#: Why Redis refused a write (see write_refused): maxmemory reached under noeviction, or a
+#: disk it cannot save to (MISCONF, with stop-writes-on-bgsave-error).
+REDIS_FULL: Final = "redis_full"
+REDIS_CANNOT_PERSIST: Final = "redis_cannot_persist"
+#: An error reply that refuses a write: "OOM ..." or "MISCONF ..." from a command (or, from a
+#: pipeline, "... caused error: MISCONF ..."), "... @user_script: 1: -OOM ..." from a script on 6.2.
+_REFUSED_WRITE: Final = re.compile(r"(?:^|: -?)(OOM|MISCONF) ")
 
 
 def connect(url: str, *, retries: int = 3, socket_timeout: float = SOCKET_TIMEOUT) -> Connecting:
@@ -192,6 +210,24 @@ async def _cluster_enabled(client: aioredis.Redis) -> bool:
     except (NoPermissionError, ResponseError):
         return False
     return bool(info.get("cluster_enabled"))
+
+
+def write_refused(exc: BaseException) -> str | None:
+    """Why Redis refused a write, if ``exc`` is such a refusal: :data:`REDIS_FULL` or
+    :data:`REDIS_CANNOT_PERSIST`; None for any other error.
+
+    Either way Redis wrote nothing of the refused command (a script without flags is
+    refused its first write that needs memory, so it wrote nothing either): the write is
+    to be tried again once Redis has room, never taken for a bad one.
+    """
+    if isinstance(exc, OutOfMemoryError):
+        return REDIS_FULL
+    if not isinstance(exc, ResponseError):
+        return None
+    match = _REFUSED_WRITE.search(str(exc))
+    if match is None:
+        return None
+    return REDIS_FULL if match.group(1) == "OOM" else REDIS_CANNOT_PERSIST
 
 
 def mask_url(url: str | None) -> str | None:
