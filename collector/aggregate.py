@@ -9,6 +9,11 @@ a crash is harmless.
 The live update that subscribers read is the batch again, made compact: heartbeats
 left out, and at most :data:`LIVE_POINTS` points per metric (the newest; the record
 holds them all).
+
+A producer's batch that carries anything but statuses (a heartbeat, a point, a line of
+output) brings a NotResponding run back to Running first: ``apply.lua``'s ``W`` op,
+which also sends subscribers the status change (the collector's sweeper, see
+:mod:`.sweeper`, makes a silent run NotResponding, then Failed).
 """
 
 from __future__ import annotations
@@ -173,6 +178,15 @@ def _compact(events: Iterable[Event]) -> list[Event]:
     return compact
 
 
+def _heard_from(events: list[Event]) -> bool:
+    """Whether a producer's batch says its run is alive: anything but status changes.
+
+    A batch of statuses alone may come from another process (``runstream cancel``): it
+    moves a NotResponding run on by itself, without first bringing it back to Running.
+    """
+    return any(not isinstance(event, StatusChanged) for event in events)
+
+
 def plan(batch: Batch, keys: Keys, *, producer: str | None = None, now: float | None = None) -> Plan:
     """The writes that apply ``batch`` to its run's record.
 
@@ -186,6 +200,9 @@ def plan(batch: Batch, keys: Keys, *, producer: str | None = None, now: float | 
     if producer is None and not batch.producer:
         raise DecodeError("empty producer id")
     builder = _Builder(keys, batch.run_id, now)
+    if (batch.producer if producer is None else producer) and _heard_from(batch.events):
+        ts = now if now is not None else batch.events[-1].timestamp
+        builder.op("W", keys.meta(batch.run_id), encode_payload([StatusChanged("Running", None, ts)]), ts)
     for event in batch.events:
         _fold(builder, event)
     live = _compact(batch.events)

@@ -14,7 +14,10 @@
 --   R k value          RPUSH
 --   X k cap s l t      XADD k MAXLEN ~ cap * s <s> l <l> t <t>   (output lines)
 --   K k name kind      set a metric's kind; "list" wins over "series", else the first stays
---   S k status error ts   status transition (only forward; final statuses stay)
+--   S k status error ts   status transition (only forward; final statuses stay; NotResponding,
+--                      which ranks as Running, may follow any status short of final)
+--   W k payload ts     the run was heard from: if NotResponding, back to Running (resumed_at ts),
+--                      and the live update of that (payload) goes out first
 -- Returns 1 if applied, 0 if the seq was applied before.
 
 local producer, seq = ARGV[1], tonumber(ARGV[2])
@@ -25,8 +28,19 @@ if producer ~= '' then
   end
 end
 
-local rank = {NotStarted = 0, Queued = 1, Starting = 2, Running = 3, Finalizing = 4,
+-- As runstream.events.STATUS_RANK / status_follows.
+local rank = {NotStarted = 0, Queued = 1, Starting = 2, Running = 3, NotResponding = 3, Finalizing = 4,
               Completed = 5, Failed = 5, Canceled = 5}
+
+local function follows(current, status)
+  local from = current and rank[current] or -1
+  if not rank[status] or from >= 5 then
+    return false
+  elseif status == 'NotResponding' then
+    return current ~= status
+  end
+  return rank[status] >= from
+end
 
 local SEAL = 65536
 
@@ -70,15 +84,19 @@ while i <= #ARGV do
     i = i + 4
   elseif op == 'S' then
     local status, err, ts = ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-    local current = redis.call('HGET', key, 'status')
-    local from = current and rank[current] or -1
-    if rank[status] and from < 5 and rank[status] >= from then
+    if follows(redis.call('HGET', key, 'status'), status) then
       redis.call('HSET', key, 'status', status)
       if err ~= '' then redis.call('HSET', key, 'error', err) end
-      if rank[status] >= 3 then redis.call('HSETNX', key, 'started_at', ts) end
+      if rank[status] >= 3 and status ~= 'NotResponding' then redis.call('HSETNX', key, 'started_at', ts) end
       if rank[status] == 5 then redis.call('HSET', key, 'ended_at', ts) end
     end
     i = i + 5
+  elseif op == 'W' then
+    if redis.call('HGET', key, 'status') == 'NotResponding' then
+      redis.call('HSET', key, 'status', 'Running', 'resumed_at', ARGV[i + 3])
+      redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'p', producer, 'q', ARGV[2], 'b', ARGV[i + 2])
+    end
+    i = i + 4
   else
     return redis.error_reply('unknown op ' .. tostring(op))
   end

@@ -34,18 +34,43 @@ async def run_collector(settings: CollectorSettings, stop: asyncio.Event | None 
 @click.command("collector")
 @click.option("--reader", help="This collector's name in the consumer groups (default: host-pid).")
 @click.option(
-    "--heartbeat-timeout", type=float, default=30.0, show_default=True, help="Seconds before a silent run fails."
+    "--heartbeat-timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    envvar="RUNSTREAM_HEARTBEAT_TIMEOUT",
+    show_envvar=True,
+    help="Seconds without a heartbeat before a run is NotResponding (Running again when heard from).",
+)
+@click.option(
+    "--heartbeat-lost-after",
+    type=float,
+    default=None,
+    envvar="RUNSTREAM_HEARTBEAT_LOST_AFTER",
+    show_envvar=True,
+    help="Seconds without a heartbeat before a run is Failed (heartbeat lost), for good.  [default: 10x the timeout]",
 )
 @click.option("--lease-ttl", type=float, default=5.0, show_default=True, help="Seconds a lease lasts unrenewed.")
 @click.option("--json/--console", "json_logs", default=None, help="Log format (default: JSON unless on a terminal).")
-def collector_command(reader: str | None, heartbeat_timeout: float, lease_ttl: float, json_logs: bool | None) -> None:
+def collector_command(
+    reader: str | None,
+    heartbeat_timeout: float,
+    heartbeat_lost_after: float | None,
+    lease_ttl: float,
+    json_logs: bool | None,
+) -> None:
     """Fold the workspace's ingest streams into run records (until SIGTERM)."""
     configure_logging(json=json_logs)
     try:
         workspace = Settings.from_config()
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    settings = CollectorSettings(workspace=workspace, heartbeat_timeout=heartbeat_timeout, lease_ttl=lease_ttl)
+    settings = CollectorSettings(
+        workspace=workspace,
+        heartbeat_timeout=heartbeat_timeout,
+        heartbeat_lost_after=heartbeat_lost_after,
+        lease_ttl=lease_ttl,
+    )
     try:
         asyncio.run(run_collector(replace(settings, reader=reader) if reader else settings))
     except (AuthenticationError, NoPermissionError) as exc:  # no retry mends these: say so in one line

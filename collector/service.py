@@ -8,8 +8,9 @@ letters, then XACK).  On taking a shard (anew, or back after it lapsed unseen), 
 task first claims (XAUTOCLAIM) and applies whatever was read but not acked.  Acked
 entries are trimmed by MINID below the oldest pending one.
 
-Beside the shard tasks: a sweeper (:mod:`.sweeper`) marks runs Failed ("heartbeat
-lost") when their heartbeats stop, and a reporter publishes the counters.  ``stop`` ends every loop
+Beside the shard tasks: a sweeper (:mod:`.sweeper`) marks runs NotResponding when
+their heartbeats stop, then Failed ("heartbeat lost"), and a reporter publishes the
+counters.  ``stop`` ends every loop
 after the batch in hand; leases are then released so another collector takes over
 at once.
 
@@ -59,7 +60,12 @@ class CollectorSettings:
         lease_ttl: seconds a shard lease lasts without renewal (the takeover delay).
         block: seconds one XREADGROUP waits (shorter than the socket timeout).
         count: entries read per call.
-        heartbeat_timeout: seconds without heartbeat before a run is marked Failed.
+        heartbeat_timeout: seconds without a heartbeat before a run is marked NotResponding
+            (not final: its next heartbeat or batch brings it back to Running).
+        heartbeat_lost_after: seconds without a heartbeat before a run is marked Failed
+            ("heartbeat lost"), for good; None (the default): ten times ``heartbeat_timeout``
+            (5 minutes with the default timeout), long enough for a paused process (a debugger,
+            a long checkpoint, SIGSTOP) to come back, short enough that a dead one is called so.
         stats_interval: seconds between two logged counter reports (Redis gets them every
             ``lease_ttl / 3``: they also tell the other collectors this one is alive).
         trim_interval: seconds between two trims of a shard.
@@ -71,8 +77,16 @@ class CollectorSettings:
     block: float = 1.0
     count: int = 64
     heartbeat_timeout: float = 30.0
+    heartbeat_lost_after: float | None = None
     stats_interval: float = 10.0
     trim_interval: float = 5.0
+
+    @property
+    def lost_after(self) -> float:
+        """Seconds without a heartbeat before a run is Failed (``heartbeat_lost_after``, or its default)."""
+        if self.heartbeat_lost_after is None:
+            return 10 * self.heartbeat_timeout
+        return max(self.heartbeat_lost_after, self.heartbeat_timeout)
 
 
 @dataclass(slots=True)
@@ -85,6 +99,7 @@ class CollectorStats:
     dead_lettered: int = 0
     points: int = 0
     heartbeats_lost: int = 0
+    not_responding: int = 0
     shards: list[int] = field(default_factory=list)
     lag: dict[int, int] = field(default_factory=dict)
     updated_at: float = 0.0
@@ -125,7 +140,13 @@ class Collector:
         self._log = _log.bind(reader=settings.reader, workspace=self.keys.workspace)
         self._applier = Applier(client, self.keys, self.stats, self._log)
         self._sweeper = Sweeper(
-            client, self._applier, self._caught_up, self.stats, self._log, settings.heartbeat_timeout
+            client,
+            self._applier,
+            self._caught_up,
+            self.stats,
+            self._log,
+            silent_after=settings.heartbeat_timeout,
+            lost_after=settings.lost_after,
         )
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -1,12 +1,17 @@
-"""The heartbeat sweeper: marks Failed ("heartbeat lost") the runs whose heartbeats stopped.
+"""The heartbeat sweeper: runs whose heartbeats stopped become NotResponding, then Failed.
 
 The collector runs one :class:`Sweeper` in its task group.  Every producer heartbeat
 (and run start) puts its run in the workspace's live-run index (``keys.live_runs()``, a
-sorted set scored by the time of the run's last heartbeat).  The sweeper looks at the
-runs whose last heartbeat is older than the heartbeat timeout, and fails those of the
-shards this collector holds and has caught up with: a backlog may still hold their
-heartbeats, and another collector's shards are that collector's to sweep.  A run that
-ended meanwhile only leaves the index.
+sorted set scored by the collector's time of the run's last heartbeat).  A run silent
+for ``silent_after`` seconds (the heartbeat timeout) becomes ``NotResponding``, Azure
+ML's status for it: not final, since a process paused by SIGSTOP, a debugger or a long
+checkpoint comes back, and its next batch brings the run back to Running
+(``apply.lua``'s ``W`` op).  A run silent for ``lost_after`` seconds is Failed
+("heartbeat lost") and leaves the index, for good.
+
+Only runs of the shards this collector holds and has caught up with are swept: a
+backlog may still hold their heartbeats, and another collector's shards are that
+collector's to sweep.  A run that ended meanwhile only leaves the index.
 """
 
 from __future__ import annotations
@@ -27,26 +32,30 @@ from runstream.events import TERMINAL_STATUSES, StatusChanged
 
 __all__ = ["Counts", "Sweeper"]
 
-#: Runs looked at per sweep (the rest wait for the next one).
-_BATCH = 100
+#: Runs read from the index per request.
+_PAGE = 100
+#: Most silent runs looked at per sweep (the rest wait for the next one).
+_MOST = 10_000
 
 
 class Counts(Protocol):
-    """The counter a :class:`Sweeper` adds to (the collector's stats)."""
+    """The counters a :class:`Sweeper` adds to (the collector's stats)."""
 
     heartbeats_lost: int
+    not_responding: int
 
 
 class Sweeper:
-    """Fails the runs of caught-up shards whose heartbeats stopped, ``timeout`` seconds on.
+    """Makes the silent runs of caught-up shards NotResponding, then Failed.
 
     Args:
         client: the collector's client.
         applier: the collector's applier (its ``keys`` follow the shard count as it grows).
         caught_up: the collector's owned shards whose last read found no backlog (read, never changed).
-        stats: the collector's counters (``heartbeats_lost`` is added to).
+        stats: the collector's counters (``not_responding`` and ``heartbeats_lost`` are added to).
         log: the collector's bound logger.
-        timeout: seconds without a heartbeat before a run is marked Failed.
+        silent_after: seconds without a heartbeat before a run is NotResponding.
+        lost_after: seconds without a heartbeat before a run is Failed ("heartbeat lost").
     """
 
     def __init__(
@@ -56,41 +65,63 @@ class Sweeper:
         caught_up: Set[int],
         stats: Counts,
         log: BoundLogger,
-        timeout: float,
+        *,
+        silent_after: float,
+        lost_after: float,
     ) -> None:
         self._client = client
         self._applier = applier
         self._caught_up = caught_up
         self._stats = stats
         self._log = log
-        self._timeout = timeout
+        self._silent_after = silent_after
+        self._lost_after = max(lost_after, silent_after)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Sweep every quarter of the timeout (at most every 5 s) until ``stop`` is set."""
+        """Sweep every quarter of the heartbeat timeout (at most every 5 s) until ``stop`` is set."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), min(self._timeout / 4, 5.0))
+                await asyncio.wait_for(stop.wait(), min(self._silent_after / 4, 5.0))
             with contextlib.suppress(*UNREACHABLE):  # Redis away: swept next time (the shard loops log it)
-                await self.sweep(time.time() - self._timeout)
+                await self.sweep(time.time())
 
-    async def sweep(self, cutoff: float) -> None:
-        """Fail the runs of caught-up shards whose last heartbeat is at or before ``cutoff``."""
+    async def sweep(self, now: float) -> None:
+        """Look at the runs of caught-up shards whose last heartbeat is ``silent_after`` before ``now``."""
         keys = self._applier.keys
-        stale = await self._client.zrangebyscore(keys.live_runs(), "-inf", cutoff, start=0, num=_BATCH)
-        for raw in cast("list[bytes]", stale):
-            run_id = raw.decode()
-            if keys.shard_of(run_id) not in self._caught_up:
-                continue  # another collector's, or our backlog may hold its heartbeats
-            await self._lose(run_id)
+        for run_id, beat in await self._silent(now - self._silent_after):
+            if keys.shard_of(run_id) in self._caught_up:  # else another collector's, or in our backlog
+                await self._look_at(run_id, beat, now)
 
-    async def _lose(self, run_id: str) -> None:
-        keys, now = self._applier.keys, time.time()
-        status = cast("bytes | None", await self._client.hget(keys.meta(run_id), "status"))
-        if status is not None and status.decode() in TERMINAL_STATUSES:  # ended meanwhile (or replayed)
+    async def _silent(self, cutoff: float) -> list[tuple[str, float]]:
+        """The runs whose last heartbeat is at or before ``cutoff``, and its time, oldest first."""
+        found: list[tuple[str, float]] = []
+        while len(found) < _MOST:
+            page = await self._client.zrangebyscore(
+                self._applier.keys.live_runs(), "-inf", cutoff, start=len(found), num=_PAGE, withscores=True
+            )
+            found.extend((raw.decode(), float(score)) for raw, score in cast("list[tuple[bytes, float]]", page))
+            if len(page) < _PAGE:
+                break
+        return found
+
+    async def _look_at(self, run_id: str, beat: float, now: float) -> None:
+        keys = self._applier.keys
+        raw = cast("list[bytes | None]", await self._client.hmget(keys.meta(run_id), ["status", "resumed_at"]))
+        status, resumed_at = (value.decode() if value is not None else None for value in raw)
+        if status in TERMINAL_STATUSES:  # ended meanwhile (or replayed)
             await self._client.zrem(keys.live_runs(), run_id)
-            return
-        batch = Batch(run_id, "", 0, [StatusChanged("Failed", "heartbeat lost", now)])
-        await self._applier.apply_one(plan(batch, keys, producer="", now=now))
-        await self._client.zrem(keys.live_runs(), run_id)
-        self._stats.heartbeats_lost += 1
-        self._log.warning("heartbeat_lost", run_id=run_id)
+        elif resumed_at is not None and float(resumed_at) > now - self._silent_after:
+            return  # heard from since (a batch before its next heartbeat)
+        elif beat <= now - self._lost_after:
+            await self._set(run_id, StatusChanged("Failed", "heartbeat lost", now))
+            await self._client.zrem(keys.live_runs(), run_id)
+            self._stats.heartbeats_lost += 1
+            self._log.warning("heartbeat_lost", run_id=run_id, silent_for=round(now - beat, 3))
+        elif status != "NotResponding":
+            await self._set(run_id, StatusChanged("NotResponding", None, now))
+            self._stats.not_responding += 1
+            self._log.warning("run_not_responding", run_id=run_id, silent_for=round(now - beat, 3))
+
+    async def _set(self, run_id: str, change: StatusChanged) -> None:
+        batch = Batch(run_id, "", 0, [change])
+        await self._applier.apply_one(plan(batch, self._applier.keys, producer="", now=change.timestamp))

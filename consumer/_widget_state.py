@@ -13,11 +13,10 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, cast
+from typing import Any, cast
 
 from runstream.consumer.reader import RecordReader, time_or_none
 from runstream.events import (
-    RUN_STATUSES,
     TERMINAL_STATUSES,
     Event,
     ImageLogged,
@@ -31,13 +30,11 @@ from runstream.events import (
     TableLogged,
     TagsSet,
     Value,
+    status_follows,
 )
 
 __all__ = ["Abscissa", "Metric", "Point", "RunState", "read_record", "recorded", "thin"]
 
-_RANK: Final[dict[str, int]] = {
-    status: min(rank, 5) for rank, status in enumerate(RUN_STATUSES)
-}  # final ones: 5, as apply.lua
 
 Point = int | float | None  # None: a gap (NaN, infinities)
 Abscissa = int | float | str | None
@@ -153,7 +150,7 @@ class RunState:
                 pass  # properties, files and heartbeats are not shown
 
     def _status(self, status: Status, error: str | None, ts: float) -> None:
-        if self.status in TERMINAL_STATUSES or _RANK[status] < _RANK.get(self.status, -1):
+        if not status_follows(self.status, status):
             return  # as in the record: statuses only move forward, final ones stay
         self.status, self.error = status, error or self.error
         if status in ("Running", "Finalizing", *TERMINAL_STATUSES):

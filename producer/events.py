@@ -11,6 +11,7 @@ steps and values of many points), everything else one event per call.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Final, Literal, TypeAlias
 
@@ -20,6 +21,7 @@ __all__ = [
     "MAX_STR_LEN",
     "MAX_TABLE_CELLS",
     "RUN_STATUSES",
+    "STATUS_RANK",
     "TERMINAL_STATUSES",
     "Event",
     "FileUploaded",
@@ -36,23 +38,53 @@ __all__ = [
     "TableLogged",
     "TagsSet",
     "Value",
+    "status_follows",
 ]
 
 #: What a metric value can be; each comes back with the type it was logged with.
 Value: TypeAlias = int | float | bool | str
 
-Status = Literal["NotStarted", "Queued", "Starting", "Running", "Finalizing", "Completed", "Failed", "Canceled"]
+Status = Literal[
+    "NotStarted", "Queued", "Starting", "Running", "NotResponding", "Finalizing", "Completed", "Failed", "Canceled"
+]
 RUN_STATUSES: Final[tuple[Status, ...]] = (
     "NotStarted",
     "Queued",
     "Starting",
     "Running",
+    "NotResponding",
     "Finalizing",
     "Completed",
     "Failed",
     "Canceled",
 )
 TERMINAL_STATUSES: Final[frozenset[Status]] = frozenset({"Completed", "Failed", "Canceled"})
+#: How far along each status is.  A run's status only moves forward (to an equal or higher
+#: rank) and never leaves a final one (rank 5); ``collector/apply.lua`` holds the same table.
+#: ``NotResponding`` (Azure ML's status for a run whose heartbeats stopped: paused, busy or
+#: gone) is the exception: any status short of final may become it, and it shares Running's
+#: rank, so the run goes back to Running (or on to an end) when it is heard from again.
+STATUS_RANK: Final[Mapping[str, int]] = {
+    "NotStarted": 0,
+    "Queued": 1,
+    "Starting": 2,
+    "Running": 3,
+    "NotResponding": 3,
+    "Finalizing": 4,
+    "Completed": 5,
+    "Failed": 5,
+    "Canceled": 5,
+}
+
+
+def status_follows(current: str | None, status: Status) -> bool:
+    """Whether a run whose status is ``current`` (None: none yet) may move to ``status``."""
+    if current in TERMINAL_STATUSES:
+        return False
+    if status == "NotResponding":
+        return current != "NotResponding"
+    return STATUS_RANK[status] >= (-1 if current is None else STATUS_RANK.get(current, -1))
+
 
 #: Longest metric, tag, property, column or file name, in characters.
 MAX_NAME_LEN: Final = 255

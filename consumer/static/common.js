@@ -11,8 +11,12 @@ export const token = query.get("token");
 
 export const TERMINAL = new Set(["Completed", "Failed", "Canceled"]);
 const STATUSES = new Set([
-  "NotStarted", "Queued", "Starting", "Running", "Finalizing", "Completed", "Failed", "Canceled",
+  "NotStarted", "Queued", "Starting", "Running", "NotResponding", "Finalizing", "Completed", "Failed", "Canceled",
 ]);
+/** What a status badge says on hover, where its name alone may puzzle. */
+const STATUS_HINTS = {
+  NotResponding: "no heartbeat for a while: the process may be paused or busy; Running again when it is heard from",
+};
 
 /** An API error: the HTTP status and the server's message. */
 export class ApiError extends Error {
@@ -161,6 +165,7 @@ export function setStatus(badge, status) {
   badge.className = `badge status-${known}`;
   badge.dataset.status = status ?? "";
   badge.textContent = status ?? "unknown";
+  badge.title = STATUS_HINTS[known] ?? "";
 }
 
 /** Tags as chips: `key` or `key: value`. */

@@ -147,9 +147,12 @@ class CollectorProcess(Process):
         redis_url: str | None = None,
         lease_ttl: float = 1.0,
         heartbeat_timeout: float = 30.0,
+        heartbeat_lost_after: float | None = None,
     ) -> None:
         command = [sys.executable, "-m", "runstream.collector", "--reader", reader, "--lease-ttl", str(lease_ttl)]
         command += ["--heartbeat-timeout", str(heartbeat_timeout), "--json"]
+        if heartbeat_lost_after is not None:
+            command += ["--heartbeat-lost-after", str(heartbeat_lost_after)]
         super().__init__(command, environment(workspace, redis_url), log, f"collector {reader}")
         self.reader = reader
 
