@@ -1,4 +1,4 @@
-"""REST handlers under ``/api/v1/``: experiments, runs, metrics, files, output, cancel.
+"""REST handlers under ``/api/v1/``: experiments, runs, metrics, output, cancel (files: :mod:`.files_api`).
 
 Each handler reads the run records through :class:`~.reader.RecordReader`; JSON
 never carries a bare NaN or infinity (they travel as "NaN", "Infinity", "-Infinity").
@@ -9,23 +9,18 @@ two cannot drift apart.
 from __future__ import annotations
 
 import asyncio
-import io
-import mimetypes
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from aiohttp import web
 
 from runstream import Experiment, Run, Workspace
-from runstream.artifacts import LocalArtifactStore
 from runstream.consumer.downsample import downsample_indices, series_arrays
+from runstream.consumer.files_api import download_file, list_files, upload_file
 from runstream.consumer.reader import RecordReader, time_or_none, unpack_values
-from runstream.consumer.state import READER, SERIES_CACHE, SETTINGS, STORE
-from runstream.consumer.updates import json_value
-from runstream.errors import InvalidNameError
-from runstream.validation import check_file_name
+from runstream.consumer.replies import json_reply, require_run
+from runstream.consumer.state import READER, SERIES_CACHE, SETTINGS
 
 __all__ = ["ROUTES", "Route"]
 
@@ -41,17 +36,6 @@ class Route:
     handler: Any
     summary: str
     params: tuple[str, ...] = ()
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(json_value(data), status=status)
-
-
-async def _require_run(reader: RecordReader, run_id: str) -> dict[str, str]:
-    meta = await reader.meta(run_id)
-    if not meta:
-        raise web.HTTPNotFound(reason=f"no run {run_id!r}")
-    return meta
 
 
 async def _summary(reader: RecordReader, run_id: str) -> dict[str, Any]:
@@ -77,7 +61,7 @@ async def list_experiments(request: web.Request) -> web.Response:
     reader = request.app[READER]
     names = await reader.experiments()
     counts = await asyncio.gather(*(reader.run_count(n) for n in names))
-    return _json({"experiments": [{"name": n, "runs": c} for n, c in zip(names, counts, strict=True)]})
+    return json_reply({"experiments": [{"name": n, "runs": c} for n, c in zip(names, counts, strict=True)]})
 
 
 async def list_runs(request: web.Request) -> web.Response:
@@ -92,12 +76,12 @@ async def list_runs(request: web.Request) -> web.Response:
         key, _, value = query["tag"].partition("=")
         runs = [r for r in runs if key in r["tags"] and (not value or r["tags"][key] == value)]
     runs.sort(key=lambda r: r["created_at"] or 0, reverse=True)
-    return _json({"runs": runs})
+    return json_reply({"runs": runs})
 
 
 async def run_details(request: web.Request) -> web.Response:
     reader, run_id = request.app[READER], request.match_info["run_id"]
-    meta = await _require_run(reader, run_id)
+    meta = await require_run(reader, run_id)
     properties, tags, files, children, index, live_id = await asyncio.gather(
         reader.properties(run_id),
         reader.tags(run_id),
@@ -106,7 +90,7 @@ async def run_details(request: web.Request) -> web.Response:
         reader.metric_index(run_id),
         reader.live_id(run_id),
     )
-    return _json(
+    return json_reply(
         {
             "id": run_id,
             "experiment": meta.get("experiment"),
@@ -129,8 +113,8 @@ async def run_details(request: web.Request) -> web.Response:
 
 async def run_metrics(request: web.Request) -> web.Response:
     reader, run_id = request.app[READER], request.match_info["run_id"]
-    await _require_run(reader, run_id)
-    return _json({"metrics": await reader.metric_index(run_id)})
+    await require_run(reader, run_id)
+    return json_reply({"metrics": await reader.metric_index(run_id)})
 
 
 def _int_param(request: web.Request, name: str, default: int | None) -> int | None:
@@ -145,13 +129,13 @@ def _int_param(request: web.Request, name: str, default: int | None) -> int | No
 
 async def metric_series(request: web.Request) -> web.Response:
     reader, run_id, name = request.app[READER], request.match_info["run_id"], request.match_info["name"]
-    await _require_run(reader, run_id)
+    await require_run(reader, run_id)
     index = await reader.metric_index(run_id)
     if name not in index:
         raise web.HTTPNotFound(reason=f"run {run_id} has no metric {name!r}")
     kind = index[name]["kind"]
     if kind not in ("series", "list"):
-        return _json({"name": name, "kind": kind, **(await _structured(reader, run_id, name, kind))})
+        return json_reply({"name": name, "kind": kind, **(await _structured(reader, run_id, name, kind))})
     max_points = _int_param(request, "max_points", MAX_POINTS_DEFAULT) or 0
     if max_points < 1:
         raise web.HTTPBadRequest(reason=f"max_points must be a positive integer, not {request.query['max_points']!r}")
@@ -167,7 +151,7 @@ async def metric_series(request: web.Request) -> web.Response:
             cache.put(run_id, name, count, arrays)
     if arrays is None:  # text values: the newest points, as they are
         texts = unpack_values(b"".join(parts))
-        return _json(
+        return json_reply(
             {
                 "name": name,
                 "kind": kind,
@@ -192,7 +176,7 @@ async def metric_series(request: web.Request) -> web.Response:
         if value_type == "int"
         else (chosen.astype(bool).tolist() if value_type == "bool" else chosen.tolist())
     )
-    return _json(
+    return json_reply(
         {
             "name": name,
             "kind": kind,
@@ -211,66 +195,20 @@ async def _structured(reader: RecordReader, run_id: str, name: str, kind: str) -
     return {"columns": value}
 
 
-async def list_files(request: web.Request) -> web.Response:
-    reader, run_id = request.app[READER], request.match_info["run_id"]
-    await _require_run(reader, run_id)
-    files = await reader.files(run_id)
-    return _json({"files": [{"name": n, "size": f.get("size"), "sha256": f.get("sha256")} for n, f in files.items()]})
-
-
-def _file_name(request: web.Request) -> str:
-    try:
-        return check_file_name(request.match_info["name"])
-    except (InvalidNameError, TypeError) as exc:
-        raise web.HTTPBadRequest(reason=str(exc)) from None
-
-
-async def download_file(request: web.Request) -> web.StreamResponse:
-    run_id, name = request.match_info["run_id"], _file_name(request)
-    await _require_run(request.app[READER], run_id)
-    path = _store_path(request.app[STORE], run_id, name)
-    if not path.is_file():
-        raise web.HTTPNotFound(reason=f"run {run_id} has no file {name!r}")
-    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-    return web.FileResponse(path, headers={"Content-Type": content_type})
-
-
-def _store_path(store: LocalArtifactStore, run_id: str, name: str) -> Path:
-    """Where the store keeps the file; 400 for one that resolves outside the run's folder (a link)."""
-    try:
-        return store.path_of(run_id, name)
-    except InvalidNameError as exc:
-        raise web.HTTPBadRequest(reason=str(exc)) from None
-
-
-async def upload_file(request: web.Request) -> web.Response:
-    run_id, name = request.match_info["run_id"], _file_name(request)
-    await _require_run(request.app[READER], run_id)
-    store: LocalArtifactStore = request.app[STORE]
-    _store_path(store, run_id, name)
-    body = await request.read()
-    stored = await asyncio.to_thread(_put, store, run_id, name, body)
-    return _json({"name": stored.name, "size": stored.size, "sha256": stored.sha256}, status=201)
-
-
-def _put(store: LocalArtifactStore, run_id: str, name: str, body: bytes) -> Any:
-    return store.put(run_id, name, io.BytesIO(body))
-
-
 async def run_output(request: web.Request) -> web.Response:
     reader, run_id = request.app[READER], request.match_info["run_id"]
-    await _require_run(reader, run_id)
+    await require_run(reader, run_id)
     limit = min(_int_param(request, "limit", 200) or 200, 10_000)
-    return _json({"lines": await reader.output(run_id, limit)})
+    return json_reply({"lines": await reader.output(run_id, limit)})
 
 
 async def cancel_run(request: web.Request) -> web.Response:
     reader, run_id = request.app[READER], request.match_info["run_id"]
-    meta = await _require_run(reader, run_id)
+    meta = await require_run(reader, run_id)
     workspace = Workspace.from_settings(request.app[SETTINGS].workspace)
     run = Run(Experiment(workspace, meta["experiment"]), run_id)
     await asyncio.to_thread(run.cancel)
-    return _json({"id": run_id, "status": "Canceled"}, status=202)
+    return json_reply({"id": run_id, "status": "Canceled"}, status=202)
 
 
 ROUTES: tuple[Route, ...] = (

@@ -3,24 +3,18 @@
 ``create_app(settings)`` builds the application: one Redis client and one
 :class:`~.sse.FeedHub` per app (``cleanup_ctx`` owns them), the REST routes of
 :mod:`.api`, the SSE endpoint, the OpenAPI document built from the same route
-table, the pages and their assets (no CDN: plotly.js comes from the installed
-``plotly`` package), with the middlewares of :mod:`.security` (tokens, path ids)
+table, the pages and their assets (:mod:`.pages`), with the middlewares of :mod:`.security` (tokens, path ids)
 and the health endpoint of :mod:`.health`; errors are JSON
 ``{"error": {"status", "message"}}``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import gzip
 import re
 from collections import Counter
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import click
-import plotly  # type: ignore[import-untyped]  # used only to find its plotly.min.js
 import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
@@ -34,8 +28,9 @@ from runstream.consumer.api import ROUTES
 from runstream.consumer.downsample import warm_up
 from runstream.consumer.health import health
 from runstream.consumer.openapi import openapi_document
+from runstream.consumer.pages import add_pages, page_csp
 from runstream.consumer.reader import RecordReader
-from runstream.consumer.security import Handler, Middleware, check_path_ids, make_auth
+from runstream.consumer.security import Handler, Middleware, check_path_ids, make_auth, security_headers
 from runstream.consumer.series_cache import SeriesCache
 from runstream.consumer.settings import ServerSettings, load_tokens
 from runstream.consumer.sse import FeedHub
@@ -46,9 +41,6 @@ from runstream.logconfig import configure_logging
 __all__ = ["ServerSettings", "create_app", "serve_command"]
 
 _log = structlog.get_logger("runstream.server")
-# Resolved: in an editable install the package is a tree of links to the source files.
-STATIC = (Path(__file__).resolve().parent / "static").resolve()
-PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 _EVENT_ID = re.compile(r"\d+(-\d+)?(/\d+)?")  # a stream id, or "<stream id>/<k>" (see sse.Message)
 #: Redis connections of one server; a request waits (up to SOCKET_TIMEOUT) for a free one.
 REDIS_CONNECTIONS = 64
@@ -135,36 +127,6 @@ async def prometheus(request: web.Request) -> web.Response:
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
 
-def _page(name: str) -> Handler:
-    async def page(request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(STATIC / name, headers={"Cache-Control": "no-cache"})
-
-    return page
-
-
-@functools.cache
-def _plotly_gzip() -> bytes:
-    return gzip.compress(PLOTLY_JS.read_bytes(), compresslevel=6)
-
-
-async def plotly_js(request: web.Request) -> web.StreamResponse:
-    """plotly.min.js (4.6 MB; 1.4 MB gzipped, compressed once), cached by browsers for a
-    week and revalidated by the plotly version."""
-    etag = f'"plotly-{plotly.__version__}"'
-    headers = {
-        "Content-Type": "application/javascript",
-        "Cache-Control": "public, max-age=604800",
-        "ETag": etag,
-        "Vary": "Accept-Encoding",
-    }
-    if request.headers.get("If-None-Match") == etag:
-        return web.Response(status=304, headers=headers)
-    if "gzip" in request.headers.get("Accept-Encoding", ""):
-        body = await asyncio.to_thread(_plotly_gzip)
-        return web.Response(body=body, headers=headers | {"Content-Encoding": "gzip"})
-    return web.FileResponse(PLOTLY_JS, headers=headers)
-
-
 def create_app(settings: ServerSettings) -> web.Application:
     """The server's application for ``settings`` (run it with ``web.run_app`` or an AppRunner)."""
     middlewares: list[Middleware] = [
@@ -181,19 +143,14 @@ def create_app(settings: ServerSettings) -> web.Application:
     app[STORE] = LocalArtifactStore(settings.workspace.data_dir / "artifacts" / settings.workspace.workspace)
     app.cleanup_ctx.append(_redis_context)
     app.on_shutdown.append(_close_streams)
+    app.on_response_prepare.append(security_headers(page_csp()))
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
     app.router.add_get("/api/v1/runs/{run_id}/events", run_events)
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_get("/api/v1/health", health)
     app.router.add_get("/metrics", prometheus)
-    app.router.add_get("/", _page("index.html"))
-    app.router.add_get("/experiments/{name}", _page("experiment.html"))
-    app.router.add_get("/runs/{run_id}", _page("run.html"))
-    app.router.add_get("/compare", _page("compare.html"))
-    app.router.add_get("/static/vendor/plotly.min.js", plotly_js)
-    # Symlinks are followed (an editable install links each file); ".." is still refused.
-    app.router.add_static("/static/", STATIC, follow_symlinks=True)
+    add_pages(app.router)
     return app
 
 

@@ -52,6 +52,10 @@ CHART_X: Final = """name => {
     const plot = card && card.querySelector('.js-plotly-plot');
     return plot && plot.data ? plot.data[0].x : null;
 }"""
+#: Every Content-Security-Policy violation of a page, as a console error (which ``errors`` records).
+REPORT_CSP_VIOLATIONS: Final = """document.addEventListener('securitypolicyviolation', event => console.error(
+    `CSP violation: ${event.violatedDirective} blocked ${event.blockedURI || 'inline'}`
+    + ` at ${event.sourceFile}:${event.lineNumber}: ${event.sample}`));"""
 #: How many points a metric's chart draws, -1 while there is no chart.
 POINTS: Final = f"name => {{ const x = ({CHART_X})(name); return x ? x.length : -1; }}"
 
@@ -197,11 +201,26 @@ def page(browser: Browser, dialogs: list[str], errors: list[str]) -> Iterator[Pa
 
     page.on("dialog", on_dialog)
     page.on("console", on_console)
+    page.add_init_script(REPORT_CSP_VIOLATIONS)
     page.on("pageerror", lambda error: errors.append(str(error)))
     try:
         yield page
     finally:
         page.close()
+
+
+def wait_for(page: Page, expression: str, timeout: float = 20.0) -> None:
+    """Re-evaluate ``expression`` in the page until it is true.
+
+    Not ``page.wait_for_function``: Playwright builds its predicate with ``new Function``,
+    which the pages' Content-Security-Policy refuses (no ``'unsafe-eval'``); ``evaluate``
+    goes through the DevTools protocol, which the policy does not govern.
+    """
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {expression}")
+        page.wait_for_timeout(20)  # polling interval of a state check, not synchronisation by time
 
 
 def start_run(experiment: Experiment, image: Path, display_name: str) -> Run:
@@ -249,17 +268,17 @@ class TestRunPage:
             page.goto(f"{server}/runs/{run.id}")
             page.wait_for_selector("body[data-ready=true]")
             page.evaluate("window.notReloaded = true")
-            page.wait_for_function(f"({POINTS})('loss') > 0")
+            wait_for(page, f"({POINTS})('loss') > 0")
             first = page.evaluate(POINTS, "loss")
-            page.wait_for_function(f"({POINTS})('loss') > {first + 20}")
+            wait_for(page, f"({POINTS})('loss') > {first + 20}")
             grown = page.evaluate(POINTS, "loss")
             running = page.get_attribute("#status", "data-status")
             log_more(run, image)
-            page.wait_for_function(LOGGED_MORE)
+            wait_for(page, LOGGED_MORE)
         finally:
             steps = producer.stop()
         page.wait_for_selector("#status[data-status=Completed]")
-        page.wait_for_function(f"({POINTS})('loss') === {steps} && ({POINTS})('Y over X') === {steps}")
+        wait_for(page, f"({POINTS})('loss') === {steps} && ({POINTS})('Y over X') === {steps}")
         page.screenshot(path=tmp_path / "run.png", full_page=True)
 
         assert "Running" == running
@@ -281,7 +300,7 @@ class TestRunPage:
         assert ["epoch 0", XSS, "live line"] == page.locator("#output .line").all_text_contents()
         assert 0 == page.locator("img[src=x]").count()
         assert [] == dialogs
-        assert [] == errors
+        assert [] == errors, "\n".join(errors)
 
 
 def log_more(run: Run, image: Path) -> None:
@@ -354,7 +373,7 @@ class TestPages:
         assert {"loss": 2, XSS: 2, "accuracy": 2, "Sine Wave": 2} == traces
         assert "/compare" == page.evaluate("location.pathname")
         assert [] == dialogs
-        assert [] == errors
+        assert [] == errors, "\n".join(errors)
 
 
 class TestTokens:
@@ -382,9 +401,81 @@ class TestTokens:
             run.complete()
             page.wait_for_selector("#status[data-status=Completed]")
             page.locator("#images img").scroll_into_view_if_needed()
-            page.wait_for_function("document.querySelector('#images img').complete")
+            wait_for(page, "document.querySelector('#images img').complete")
             image_width = page.evaluate("document.querySelector('#images img').naturalWidth")
 
         assert 401 == refused
         assert 48 == image_width
-        assert [] == errors
+        assert [] == errors, "\n".join(errors)
+
+
+#: A script that reads the API with whatever the browser holds (the viewer's cookie), and says so in the title.
+READ_API: Final = "fetch('/api/v1/experiments').then(r => r.text()).then(t => { document.title = 'READ ' + t; })"
+ACTIVE_FILES: Final = {
+    "report.html": f"<!doctype html><title>report</title><script>{READ_API}</script>",
+    "diagram.svg": f'<svg xmlns="http://www.w3.org/2000/svg"><script>{READ_API}</script></svg>',
+}
+
+
+class TestUntrustedFiles:
+    """A run's HTML or SVG file, opened by a viewer who holds the token cookie, downloads: it never runs in
+    the app's origin, so it cannot read the API as the viewer."""
+
+    @pytest.mark.parametrize("name", sorted(ACTIVE_FILES))
+    def test_active_file_downloads(
+        self,
+        workspace: Workspace,
+        start_collector: Callable[..., CollectorThread],
+        experiment: Experiment,
+        page: Page,
+        tmp_path: Path,
+        name: str,
+    ) -> None:
+        start_collector(workspace)
+        (tmp_path / name).write_text(ACTIVE_FILES[name])
+        run = experiment.start_logging()
+        run.upload_file(f"outputs/{name}", tmp_path / name)
+        run.complete()
+        settings = ServerSettings(workspace=workspace.settings, tokens=frozenset({"s3cret"}))
+        api_reads: list[str] = []
+        page.on("request", lambda request: api_reads.append(request.url) if "/experiments" in request.url else None)
+
+        with ServerThread(settings) as server:
+            page.goto(f"{server.url}/runs/{run.id}?token=s3cret")  # sets the cookie
+            page.wait_for_selector("body[data-ready=true]")
+            with page.expect_download() as download:
+                page.evaluate(
+                    "url => { location.href = url; }", f"{server.url}/api/v1/runs/{run.id}/files/outputs/{name}"
+                )
+            saved = Path(download.value.path()).read_text()
+            title = page.title()
+
+        assert name == download.value.suggested_filename
+        assert ACTIVE_FILES[name] == saved
+        assert not title.startswith("READ")
+        assert [] == api_reads
+
+
+class TestPagePolicy:
+    """The pages work under their Content-Security-Policy: a chart zooms, hovers and downloads as a PNG,
+    with no violation reported."""
+
+    def test_chart_downloads_as_png(
+        self, server: str, experiment: Experiment, page: Page, errors: list[str], tmp_path: Path
+    ) -> None:
+        image = tmp_path / "roc.png"
+        image.write_bytes(png())
+        run = start_run(experiment, image, "policy")
+        run.complete()
+        page.goto(f"{server}/runs/{run.id}")
+        page.wait_for_selector("body[data-ready=true]")
+        wait_for(page, f"({POINTS})('accuracy') > 0")
+        card = page.locator("#charts .card").first
+        card.locator(".plot-container").hover()
+        card.locator('.modebar-btn[data-title="Zoom in"]').click()
+        with page.expect_download() as download:
+            card.locator('.modebar-btn[data-title="Download plot as a PNG"]').click()
+        saved = Path(download.value.path()).read_bytes()
+
+        assert saved.startswith(b"\x89PNG")
+        assert [] == errors, "\n".join(errors)
