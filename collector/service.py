@@ -8,28 +8,27 @@ letters, then XACK).  On taking a shard (anew, or back after it lapsed unseen), 
 task first claims (XAUTOCLAIM) and applies whatever was read but not acked.  Acked
 entries are trimmed by MINID below the oldest pending one.
 
-Beside the shard tasks: a sweeper (:mod:`.sweeper`) marks runs NotResponding when
-their heartbeats stop, then Failed ("heartbeat lost"), and a reporter publishes the
-counters.  ``stop`` ends every loop
+Beside the shard tasks: a sweeper (:mod:`.sweeper`) marks runs Failed ("heartbeat
+lost") when their heartbeats stop, and a reporter publishes the counters.  ``stop`` ends every loop
 after the batch in hand; leases are then released so another collector takes over
 at once.
 
 Collectors share the shards fairly: each publishes its counters (owned shards
 included) every ``lease_ttl / 3``, and one holding more than its share (shards
 divided by the collectors that published within two lease TTLs) while another
-holds fewer yields a shard, between two batches, for that one to take.
+holds fewer yields a shard, between two batches, for that one to take
+(:mod:`.reporter`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any, cast
+from dataclasses import dataclass, field, replace
+from typing import cast
 
 import structlog
 from redis.exceptions import (
@@ -39,6 +38,9 @@ from structlog.typing import FilteringBoundLogger as BoundLogger
 
 from runstream.collector.applier import UNREACHABLE, Applier, Entry
 from runstream.collector.leases import Leases
+from runstream.collector.outage import Outage
+from runstream.collector.reporter import Reporter
+from runstream.collector.streams import Streams
 from runstream.collector.sweeper import Sweeper
 from runstream.config import Settings
 from runstream.connection import Connecting, RedisClient, connect
@@ -60,12 +62,7 @@ class CollectorSettings:
         lease_ttl: seconds a shard lease lasts without renewal (the takeover delay).
         block: seconds one XREADGROUP waits (shorter than the socket timeout).
         count: entries read per call.
-        heartbeat_timeout: seconds without a heartbeat before a run is marked NotResponding
-            (not final: its next heartbeat or batch brings it back to Running).
-        heartbeat_lost_after: seconds without a heartbeat before a run is marked Failed
-            ("heartbeat lost"), for good; None (the default): ten times ``heartbeat_timeout``
-            (5 minutes with the default timeout), long enough for a paused process (a debugger,
-            a long checkpoint, SIGSTOP) to come back, short enough that a dead one is called so.
+        heartbeat_timeout: seconds without heartbeat before a run is marked Failed.
         stats_interval: seconds between two logged counter reports (Redis gets them every
             ``lease_ttl / 3``: they also tell the other collectors this one is alive).
         trim_interval: seconds between two trims of a shard.
@@ -77,16 +74,8 @@ class CollectorSettings:
     block: float = 1.0
     count: int = 64
     heartbeat_timeout: float = 30.0
-    heartbeat_lost_after: float | None = None
     stats_interval: float = 10.0
     trim_interval: float = 5.0
-
-    @property
-    def lost_after(self) -> float:
-        """Seconds without a heartbeat before a run is Failed (``heartbeat_lost_after``, or its default)."""
-        if self.heartbeat_lost_after is None:
-            return 10 * self.heartbeat_timeout
-        return max(self.heartbeat_lost_after, self.heartbeat_timeout)
 
 
 @dataclass(slots=True)
@@ -99,7 +88,6 @@ class CollectorStats:
     dead_lettered: int = 0
     points: int = 0
     heartbeats_lost: int = 0
-    not_responding: int = 0
     shards: list[int] = field(default_factory=list)
     lag: dict[int, int] = field(default_factory=dict)
     updated_at: float = 0.0
@@ -133,20 +121,22 @@ class Collector:
         self._leases = Leases(client, settings.reader, int(settings.lease_ttl * 1000))
         self._caught_up: set[int] = set()  # owned shards whose last read found no backlog
         self._loops = 0  # shards 0.._loops-1 have a loop (see _grow)
-        self._share = self.keys.shards  # shards to keep while another collector has fewer (_balance)
-        self._wanted = False  # whether a live collector holds fewer than its share
-        # Set (and replaced) when we may hold more shards than we do: a collector left.
-        self._look = asyncio.Event()
         self._log = _log.bind(reader=settings.reader, workspace=self.keys.workspace)
+        self._outage = Outage(self._log, cap=settings.lease_ttl / 3)
+        self._streams = Streams(client)
+        self._reporter = Reporter(
+            client,
+            self.keys,
+            self.stats,
+            self._outage,
+            self._log,
+            reader=settings.reader,
+            lease_ttl=settings.lease_ttl,
+            stats_interval=settings.stats_interval,
+        )
         self._applier = Applier(client, self.keys, self.stats, self._log)
         self._sweeper = Sweeper(
-            client,
-            self._applier,
-            self._caught_up,
-            self.stats,
-            self._log,
-            silent_after=settings.heartbeat_timeout,
-            lost_after=settings.lost_after,
+            client, self._applier, self._caught_up, self.stats, self._log, settings.heartbeat_timeout
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -156,17 +146,20 @@ class Collector:
             await self._grow(count, stop, tasks)
             self._log.info("collector_started", shards=self.keys.shards)
             tasks.create_task(self._sweeper.run(stop))
-            tasks.create_task(self._report_loop(stop, tasks))
-        self._log.info("collector_stopped", **self._counters())
+            tasks.create_task(self._reporter.run(stop, lambda count: self._grow(count, stop, tasks)))
+        self._log.info("collector_stopped", **self._reporter.counters())
 
     async def _grow(self, count: int, stop: asyncio.Event, tasks: asyncio.TaskGroup) -> None:
-        """Read shards up to ``count``: a group and a loop for each one not read yet."""
+        """Read shards up to ``count``: a group and a loop for each one not read yet.
+
+        Raises:
+            WritesRefusedError: Redis is full and a group to read is not there yet.
+        """
         for shard in range(self._loops, count):
-            with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists already
-                await self.client.xgroup_create(self.keys.ingest(shard), INGEST_GROUP, id="0", mkstream=True)
+            await self._streams.make_group(self.keys.ingest(shard))
         if count > self.keys.shards:
             self._log.warning("shards_grown", configured=self.keys.shards, recorded=count)
-            self.keys = self._applier.keys = replace(self.keys, shards=count)
+            self.keys = self._applier.keys = self._reporter.keys = replace(self.keys, shards=count)
         for shard in range(self._loops, count):
             tasks.create_task(self._shard_loop(shard, stop))
         self._loops = max(self._loops, count)
@@ -197,8 +190,8 @@ class Collector:
                     # The stream's node changed roles or lost the group in a fail-over: read again,
                     # from a group made anew if need be (a replay is skipped by the seq check).
                     log.warning("stream_node_changed", error=str(exc))
-                    with contextlib.suppress(ResponseError, *UNREACHABLE):  # BUSYGROUP: it is there
-                        await self.client.xgroup_create(stream, INGEST_GROUP, id="0", mkstream=True)
+                    with contextlib.suppress(*UNREACHABLE):
+                        await self._streams.make_group(stream)
                     owned, renew_at = False, 0.0
                     self._set_owned(shard, False)
         finally:
@@ -217,7 +210,7 @@ class Collector:
         if now >= renew_at:
             owned, renew_at = await self._check_lease(shard, owned, now, log)
         if not owned:
-            if await _wait(stop, max(0.0, renew_at - time.monotonic()), self._look):
+            if await _wait(stop, max(0.0, renew_at - time.monotonic()), self._reporter.look):
                 renew_at = 0.0  # our share grew: look at the lease now, sat out or not
             return owned, renew_at, trim_at
         entries = await self._read_new(shard)
@@ -229,17 +222,17 @@ class Collector:
         if entries:
             await self._applier.process(stream, entries)
         if now >= trim_at:
-            await self._trim(stream)
+            await self._streams.trim(stream)
             trim_at = now + self.settings.trim_interval
         return owned, renew_at, trim_at
 
     async def _check_lease(self, shard: int, owned: bool, now: float, log: BoundLogger) -> tuple[bool, float]:
         """Renew, take or yield the shard's lease: whether we own it now, and when to look again."""
         lease, period = self.keys.ingest_lease(shard), self.settings.lease_ttl / 3
-        if owned and self._wanted and len(self.stats.shards) > self._share:
+        if owned and self._reporter.wanted and len(self.stats.shards) > self._reporter.share:
             self._set_owned(shard, False)  # before the await, so that sibling shards do not yield too
             await self._leases.release(lease)
-            log.info("shard_yielded", share=self._share)
+            log.info("shard_yielded", share=self._reporter.share)
             return False, now + 2 * period  # sit out one look: a collector below its share takes it
         attempt = await self._leases.acquire(lease)
         held = attempt.held
@@ -325,87 +318,11 @@ class Collector:
             if cursor in (b"0-0", "0-0"):
                 return
 
-    # ---------------------------------------------------------------- applying
-
-    async def _trim(self, stream: str) -> None:
-        """Drop acked entries: MINID below the oldest pending one (never by length)."""
-        # One snapshot (MULTI): entries read between the two replies would be pending below
-        # a last-delivered-id read after them, and trimmed.
-        pipe = self.client.pipeline(transaction=True)
-        _ = pipe.xpending(stream, INGEST_GROUP)
-        _ = pipe.xinfo_groups(stream)
-        pending, groups = await pipe.execute()
-        if pending["pending"]:
-            minid = pending["min"]
-        else:
-            mine = [g for g in groups if g["name"] in (INGEST_GROUP, INGEST_GROUP.encode())]
-            if not mine:
-                return
-            minid = mine[0]["last-delivered-id"]
-        await self.client.xtrim(stream, minid=minid, approximate=True)
-
     # ---------------------------------------------------------------- counters
-
-    def _counters(self) -> dict[str, Any]:
-        return asdict(self.stats)
-
-    async def _report_loop(self, stop: asyncio.Event, tasks: asyncio.TaskGroup) -> None:
-        period, log_at = self.settings.lease_ttl / 3, 0.0
-        while not stop.is_set():
-            now = time.monotonic()
-            try:
-                await self.report(log=now >= log_at)
-                log_at = log_at if now < log_at else now + self.settings.stats_interval
-                recorded = cast("bytes | None", await self.client.get(self.keys.shard_count()))
-                if recorded is not None and int(recorded) > self._loops:  # a producer has more shards
-                    await self._grow(int(recorded), stop, tasks)
-                await self._balance()
-            except UNREACHABLE:
-                pass  # Redis away: published next period
-            except Exception:  # noqa: BLE001  # counters are advisory: a client fault here must not end the collector
-                self._log.exception("report_failed")
-            await _wait(stop, period)
-        await self.client.hdel(self.keys.collectors(), self.settings.reader)
-
-    async def _balance(self) -> None:
-        """Our fair share of the shards, from the counters the live collectors published.
-
-        A collector is live if it published within two lease TTLs (by its clock:
-        collectors' clocks are assumed to agree within a fraction of that).
-        """
-        reports = cast("dict[bytes, bytes]", await self.client.hgetall(self.keys.collectors()))
-        fresh = time.time() - 2 * self.settings.lease_ttl
-        others: list[int] = []
-        for reader, raw in reports.items():
-            with contextlib.suppress(ValueError, TypeError, KeyError):  # not a collector's report
-                report = json.loads(raw)
-                if reader.decode() != self.settings.reader and float(report["updated_at"]) >= fresh:
-                    others.append(len(report["shards"]))
-        self._share = -(-self.keys.shards // (1 + len(others)))
-        self._wanted = any(held < self._share for held in others)
-        if not self._wanted and len(self.stats.shards) < self._share:
-            self._look.set()  # wakes the loops of the shards we do not hold
-            self._look = asyncio.Event()
 
     async def report(self, *, log: bool = True) -> CollectorStats:
         """Refresh the lag per owned shard, publish the counters to Redis (and the log)."""
-        lag: dict[int, int] = {}
-        for shard in self.stats.shards:
-            try:
-                groups = await self.client.xinfo_groups(self.keys.ingest(shard))
-            except ResponseError as exc:
-                if isinstance(exc, UNREACHABLE):
-                    raise
-                continue  # the stream went with a failed-over node: its loop makes it again
-            for group in groups:
-                if group["name"] in (INGEST_GROUP, INGEST_GROUP.encode()):
-                    lag[shard] = int(group.get("lag") or 0) + int(group.get("pending") or 0)
-        self.stats.lag = lag
-        counters = {**self._counters(), "updated_at": time.time()}
-        await self.client.hset(self.keys.collectors(), self.settings.reader, json.dumps(counters))
-        self.stats.updated_at = counters["updated_at"]  # once it is published: "reported" means others see it
-        if log:
-            self._log.info("collector_stats", **counters)
+        await self._reporter.report(log=log)
         return self.stats
 
 
