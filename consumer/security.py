@@ -4,6 +4,9 @@
 workspace (``Authorization: Bearer``, the ``runstream_token`` cookie, or ``?token=``
 which sets the cookie); :func:`check_path_ids` refuses (400) a run id or experiment
 name that is not a plain name before any handler builds a key or a path from it;
+:func:`refuse_cross_site` refuses (403) a state-changing request sent from another
+origin (a form or script of another site, or another port of this host, riding on the
+viewer's cookie);
 :func:`security_headers` gives every response ``nosniff`` and a Content-Security-Policy
 (the pages', unless the handler set its own, as run files do).
 """
@@ -12,19 +15,29 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from runstream.consumer.settings import scoped_tokens
 from runstream.keys import check_identifier, check_run_id
 
-__all__ = ["TOKEN_COOKIE", "Handler", "Middleware", "check_path_ids", "make_auth", "security_headers"]
+__all__ = [
+    "TOKEN_COOKIE",
+    "Handler",
+    "Middleware",
+    "check_path_ids",
+    "make_auth",
+    "refuse_cross_site",
+    "security_headers",
+]
 
 TOKEN_COOKIE = "runstream_token"  # noqa: S105  # the cookie's name, not a secret
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",  # frame-ancestors, for browsers that predate it
@@ -43,6 +56,27 @@ async def check_path_ids(request: web.Request, handler: Handler) -> web.StreamRe
             check_identifier("experiment", request.query["experiment"])
     except ValueError as exc:
         raise web.HTTPBadRequest(reason=str(exc)) from None
+    return await handler(request)
+
+
+@web.middleware
+async def refuse_cross_site(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A request that changes state (any method but GET, HEAD, OPTIONS) is refused (403) when
+    it comes from another origin, by its ``Origin`` (or, without one, its ``Referer``), and
+    when the token cookie is all it carries and it says nothing of where it comes from.
+
+    A request with an ``Authorization`` header passes: a cross-site form cannot set one,
+    and a cross-site script only after a CORS preflight, which this server never grants.
+    So do requests with neither header nor cookie: the SDK, curl, scripts, which a browser
+    cannot be made to send on a victim's behalf without the cookie.
+    """
+    if request.method not in _SAFE_METHODS and "Authorization" not in request.headers:
+        source = request.headers.get("Origin", request.headers.get("Referer"))
+        if source is None:
+            if TOKEN_COOKIE in request.cookies:
+                raise web.HTTPForbidden(reason="a request with only the token cookie must come with its Origin")
+        elif urlsplit(source).netloc.lower() != request.host.lower():
+            raise web.HTTPForbidden(reason=f"a {request.method} from another origin ({source[:80]!r}) is refused")
     return await handler(request)
 
 
@@ -69,7 +103,8 @@ def make_auth(tokens: frozenset[str], workspace: str) -> Middleware:
         if not tokens or (given and any(hmac.compare_digest(given, t) for t in here)):
             response = await handler(request)
             if tokens and request.query.get("token") and not response.prepared:
-                response.set_cookie(TOKEN_COOKIE, given or "", httponly=True, samesite="Strict")
+                # Strict: no other site's page, link or form makes the browser send it.
+                response.set_cookie(TOKEN_COOKIE, given or "", httponly=True, samesite="Strict", secure=request.secure)
             return response
         if given and any(hmac.compare_digest(given, t) for t in elsewhere):
             raise web.HTTPForbidden(reason="this token is scoped to another workspace")

@@ -2,10 +2,10 @@
 
 ``create_app(settings)`` builds the application: one Redis client and one
 :class:`~.sse.FeedHub` per app (``cleanup_ctx`` owns them), the REST routes of
-:mod:`.api`, the SSE endpoint, the OpenAPI document built from the same route
-table, the pages and their assets (:mod:`.pages`), with the middlewares of :mod:`.security` (tokens, path ids)
-and the health endpoint of :mod:`.health`; errors are JSON
-``{"error": {"status", "message"}}``.
+:mod:`.api` and :mod:`.files_api`, the SSE endpoint, the OpenAPI document built from
+the same route table, the pages and their assets (:mod:`.pages`), the health endpoint
+(:mod:`.health`), behind the middlewares of :mod:`.security` (tokens, cross-site
+requests, path ids); errors are JSON ``{"error": {"status", "message"}}``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,14 @@ from runstream.consumer.health import health
 from runstream.consumer.openapi import openapi_document
 from runstream.consumer.pages import add_pages, page_csp
 from runstream.consumer.reader import RecordReader
-from runstream.consumer.security import Handler, Middleware, check_path_ids, make_auth, security_headers
+from runstream.consumer.security import (
+    Handler,
+    Middleware,
+    check_path_ids,
+    make_auth,
+    refuse_cross_site,
+    security_headers,
+)
 from runstream.consumer.series_cache import SeriesCache
 from runstream.consumer.settings import ServerSettings, load_tokens
 from runstream.consumer.sse import FeedHub
@@ -132,6 +139,7 @@ def create_app(settings: ServerSettings) -> web.Application:
     middlewares: list[Middleware] = [
         count_requests,
         errors_as_json,
+        refuse_cross_site,
         make_auth(settings.tokens, settings.workspace.workspace),
         check_path_ids,
     ]

@@ -8,15 +8,20 @@ Each test drives the real ``create_app`` (a real Redis, a real collector) over H
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
 from runstream import Experiment, Run
+from runstream.consumer.server import ServerSettings, create_app
+from tests.conftest import CollectorThread
 
 Client = TestClient[Any, Any]
+TOKEN = "tok-5e1c"  # noqa: S105  # a test token
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 #: Files that hold script when a browser renders them as documents.
 ACTIVE = {
@@ -31,6 +36,32 @@ async def started(experiment: Experiment) -> Run:
     run = experiment.start_logging()
     await asyncio.to_thread(run.get_status)
     return run
+
+
+def own_origin(client: Client) -> str:
+    """The origin the test server is reached at, as a browser on its pages would send it."""
+    url = client.make_url("/")
+    return f"{url.scheme}://{url.host}:{url.port}"
+
+
+def other_origin(client: Client) -> str:
+    """Another port of the same host: another origin, whose pages a viewer may also open."""
+    url = client.make_url("/")
+    return f"{url.scheme}://{url.host}:{(url.port or 80) + 1}"
+
+
+@pytest.fixture
+async def secured(
+    experiment: Experiment, start_collector: Callable[..., CollectorThread], aiohttp_client: AiohttpClient
+) -> Client:
+    """A client of a server that needs a token, holding the token cookie (it opened a page with ``?token=``)."""
+    start_collector(experiment.workspace)
+    client = await aiohttp_client(
+        create_app(ServerSettings(workspace=experiment.workspace.settings, tokens=frozenset({TOKEN})))
+    )
+    opened = await client.get("/", params={"token": TOKEN})
+    assert 200 == opened.status
+    return client
 
 
 def directives(policy: str) -> dict[str, str]:
@@ -109,3 +140,100 @@ class TestPagePolicy:
         assert "'none'" == policy["frame-ancestors"]
         assert "nosniff" == response.headers["X-Content-Type-Options"]
         assert "DENY" == response.headers["X-Frame-Options"]
+
+
+class TestCrossSiteRequests:
+    """A request that changes state is refused (403) when another origin sends it, or when the token
+    cookie is all it carries and it says nothing of its origin; the server's own pages, bearer tokens and
+    plain clients (the SDK, curl) pass."""
+
+    async def test_cancel_from_another_port_with_the_cookie_is_refused(
+        self, secured: Client, experiment: Experiment
+    ) -> None:
+        run = await started(experiment)
+
+        forged = await secured.post(f"/api/v1/runs/{run.id}/cancel", headers={"Origin": other_origin(secured)})
+        error = await forged.json()
+        status_after = await asyncio.to_thread(run.get_status)
+        own = await secured.post(f"/api/v1/runs/{run.id}/cancel", headers={"Origin": own_origin(secured)})
+
+        assert (403, 403) == (forged.status, error["error"]["status"])
+        assert "another origin" in error["error"]["message"]
+        assert "Running" == status_after
+        assert 202 == own.status
+        assert "Canceled" == await asyncio.to_thread(run.get_status)
+
+    @pytest.mark.parametrize(
+        ("headers", "expected"),
+        [
+            ({}, 403),  # the cookie alone, and no word of where the request comes from
+            ({"Origin": "null"}, 403),  # a sandboxed document, a file:// page
+            ({"Referer": "{other}/runs/x"}, 403),
+            ({"Referer": "{own}/runs/x"}, 202),
+            ({"Origin": "{other}", "Referer": "{own}/runs/x"}, 403),  # the Origin decides
+        ],
+        ids=["cookie-only", "null-origin", "other-referer", "own-referer", "other-origin-own-referer"],
+    )
+    async def test_origin_then_referer_decide(
+        self, secured: Client, experiment: Experiment, headers: dict[str, str], expected: int
+    ) -> None:
+        run = await started(experiment)
+        filled = {k: v.format(own=own_origin(secured), other=other_origin(secured)) for k, v in headers.items()}
+
+        response = await secured.post(f"/api/v1/runs/{run.id}/cancel", headers=filled)
+
+        assert expected == response.status
+        await asyncio.to_thread(run.complete if expected == 403 else run.get_status)
+
+    async def test_upload_from_another_origin_stores_nothing(self, secured: Client, experiment: Experiment) -> None:
+        run = await started(experiment)
+        path = f"/api/v1/runs/{run.id}/files/outputs/planted.html"
+
+        forged = await secured.put(path, data=b"<script>1</script>", headers={"Origin": other_origin(secured)})
+        fetched = await secured.get(path)
+        await asyncio.to_thread(run.complete)
+
+        assert (403, 404) == (forged.status, fetched.status)
+
+    async def test_bearer_token_and_plain_clients_pass(
+        self, secured: Client, api: Client, experiment: Experiment
+    ) -> None:
+        bearer_run, plain_run = await started(experiment), await started(experiment)
+        secured.session.cookie_jar.clear()
+
+        bearer = await secured.post(
+            f"/api/v1/runs/{bearer_run.id}/cancel",
+            headers={"Authorization": f"Bearer {TOKEN}", "Origin": other_origin(secured)},
+        )
+        plain = await api.post(f"/api/v1/runs/{plain_run.id}/cancel")  # no token needed, no Origin: curl
+
+        assert (202, 202) == (bearer.status, plain.status)
+
+    async def test_an_open_server_refuses_another_origin_too(self, api: Client, experiment: Experiment) -> None:
+        run = await started(experiment)
+
+        forged = await api.post(f"/api/v1/runs/{run.id}/cancel", headers={"Origin": other_origin(api)})
+        await asyncio.to_thread(run.complete)
+
+        assert 403 == forged.status
+        assert "Completed" == await asyncio.to_thread(run.get_status)
+
+
+class TestTokenCookie:
+    """The cookie ``?token=`` sets is ``HttpOnly`` (no script reads it) and ``SameSite=Strict`` (no other
+    site's page, link or form makes the browser send it)."""
+
+    async def test_cookie_attributes(
+        self, experiment: Experiment, start_collector: Callable[..., CollectorThread], aiohttp_client: AiohttpClient
+    ) -> None:
+        start_collector(experiment.workspace)
+        settings = ServerSettings(workspace=experiment.workspace.settings, tokens=frozenset({TOKEN}))
+        client = await aiohttp_client(create_app(settings))
+
+        response = await client.get("/", params={"token": TOKEN})
+        (cookie,) = response.headers.getall("Set-Cookie")
+        attributes = {part.strip().partition("=")[0].lower() for part in cookie.split(";")[1:]}
+
+        assert cookie.startswith(f"runstream_token={TOKEN};")
+        assert {"httponly", "samesite", "path"} <= attributes
+        assert "SameSite=Strict" in cookie
