@@ -21,10 +21,17 @@ from runstream.consumer.files_api import download_file, list_files, upload_file
 from runstream.consumer.reader import RecordReader, time_or_none, unpack_values
 from runstream.consumer.replies import json_reply, require_run
 from runstream.consumer.state import READER, SERIES_CACHE, SETTINGS
+from runstream.events import TERMINAL_STATUSES
 
-__all__ = ["ROUTES", "Route"]
+__all__ = ["MAX_POINTS_CAP", "MAX_POINTS_DEFAULT", "OUTPUT_LINES_CAP", "OUTPUT_LINES_DEFAULT", "ROUTES", "Route"]
 
 MAX_POINTS_DEFAULT = 2000
+#: The most points one metric read may ask for (``max_points``; above it: 400): a chart
+#: shows a few thousand, and every point costs JSON built on the event loop.
+MAX_POINTS_CAP = 100_000
+OUTPUT_LINES_DEFAULT = 200
+#: The most output lines one read may ask for (``limit``; above it: 400).
+OUTPUT_LINES_CAP = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +134,14 @@ def _int_param(request: web.Request, name: str, default: int | None) -> int | No
         raise web.HTTPBadRequest(reason=f"{name} must be an integer, not {raw!r}") from None
 
 
+def _count_param(request: web.Request, name: str, default: int, most: int) -> int:
+    """A count from the query (``default`` when absent): 400 unless it is an integer from 1 to ``most``."""
+    value = _int_param(request, name, default)
+    if value is None or not 1 <= value <= most:
+        raise web.HTTPBadRequest(reason=f"{name} must be an integer from 1 to {most}, not {request.query[name]!r}")
+    return value
+
+
 async def metric_series(request: web.Request) -> web.Response:
     reader, run_id, name = request.app[READER], request.match_info["run_id"], request.match_info["name"]
     await require_run(reader, run_id)
@@ -136,9 +151,7 @@ async def metric_series(request: web.Request) -> web.Response:
     kind = index[name]["kind"]
     if kind not in ("series", "list"):
         return json_reply({"name": name, "kind": kind, **(await _structured(reader, run_id, name, kind))})
-    max_points = _int_param(request, "max_points", MAX_POINTS_DEFAULT) or 0
-    if max_points < 1:
-        raise web.HTTPBadRequest(reason=f"max_points must be a positive integer, not {request.query['max_points']!r}")
+    max_points = _count_param(request, "max_points", MAX_POINTS_DEFAULT, MAX_POINTS_CAP)
     start, end = _int_param(request, "start", None), _int_param(request, "end", None)
     count = int(index[name]["count"])
     cache = request.app[SERIES_CACHE]
@@ -198,16 +211,21 @@ async def _structured(reader: RecordReader, run_id: str, name: str, kind: str) -
 async def run_output(request: web.Request) -> web.Response:
     reader, run_id = request.app[READER], request.match_info["run_id"]
     await require_run(reader, run_id)
-    limit = min(_int_param(request, "limit", 200) or 200, 10_000)
+    limit = _count_param(request, "limit", OUTPUT_LINES_DEFAULT, OUTPUT_LINES_CAP)
     return json_reply({"lines": await reader.output(run_id, limit)})
 
 
 async def cancel_run(request: web.Request) -> web.Response:
     reader, run_id = request.app[READER], request.match_info["run_id"]
     meta = await require_run(reader, run_id)
+    if meta.get("status") in TERMINAL_STATUSES:
+        raise web.HTTPConflict(reason=f"run {run_id} has ended {meta['status']}: there is nothing to cancel")
     workspace = Workspace.from_settings(request.app[SETTINGS].workspace)
     run = Run(Experiment(workspace, meta["experiment"]), run_id)
     await asyncio.to_thread(run.cancel)
+    status = (await reader.meta(run_id)).get("status")  # the record, once the cancel is applied (or not yet)
+    if status in TERMINAL_STATUSES and status != "Canceled":
+        raise web.HTTPConflict(reason=f"run {run_id} ended {status} before the cancel arrived: it stays {status}")
     return json_reply({"id": run_id, "status": "Canceled"}, status=202)
 
 

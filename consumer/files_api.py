@@ -87,10 +87,21 @@ async def upload_file(request: web.Request) -> web.Response:
     run_id, name = request.match_info["run_id"], _file_name(request)
     await require_run(request.app[READER], run_id)
     store: LocalArtifactStore = request.app[STORE]
-    _store_path(store, run_id, name)
+    _check_writable(_store_path(store, run_id, name), name)
     body = await request.read()
     stored = await asyncio.to_thread(_put, store, run_id, name, body)
     return json_reply({"name": stored.name, "size": stored.size, "sha256": stored.sha256}, status=201)
+
+
+def _check_writable(path: Path, name: str) -> None:
+    """400 when ``name`` cannot be a file: it is a folder of the run's files, or lies inside one of its files."""
+    if path.is_dir():
+        raise web.HTTPBadRequest(reason=f"{name!r} is a folder of the run's files, not a file")
+    for parent in path.parents:
+        if parent.is_file():
+            raise web.HTTPBadRequest(reason=f"{name!r} lies inside a file of the run, not a folder")
+        if parent.is_dir():
+            return
 
 
 def _put(store: LocalArtifactStore, run_id: str, name: str, body: bytes) -> Any:

@@ -286,7 +286,7 @@ class TestMetricsApi:
             run.log("loss", 1000.0 if i == spike else math.sin(i / 500) / (1 + i / 10_000))
         await asyncio.to_thread(run.complete, timeout=60)
 
-        whole = await json_of(await api.get(f"/api/v1/runs/{run.id}/metrics/loss", params={"max_points": "200000"}))
+        whole = await json_of(await api.get(f"/api/v1/runs/{run.id}/metrics/loss", params={"max_points": "100000"}))
         small = await json_of(await api.get(f"/api/v1/runs/{run.id}/metrics/loss", params={"max_points": "500"}))
         default = await json_of(await api.get(f"/api/v1/runs/{run.id}/metrics/loss"))
         tiny = await json_of(await api.get(f"/api/v1/runs/{run.id}/metrics/loss", params={"max_points": "3"}))
