@@ -8,6 +8,7 @@ Each test drives the real ``create_app`` (a real Redis, a real collector) over H
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,8 @@ async def started(experiment: Experiment) -> Run:
 async def ended(experiment: Experiment, status: str) -> Run:
     """A run that ended with ``status`` (its record shows it)."""
     run = await started(experiment)
-    finish = {"Completed": run.complete, "Failed": run.fail, "Canceled": run.cancel}[status]
-    await asyncio.to_thread(finish)
+    finish: dict[str, Callable[[], None]] = {"Completed": run.complete, "Failed": run.fail, "Canceled": run.cancel}
+    await asyncio.to_thread(finish[status])
     return run
 
 
