@@ -8,8 +8,9 @@ letters, then XACK).  On taking a shard (anew, or back after it lapsed unseen), 
 task first claims (XAUTOCLAIM) and applies whatever was read but not acked.  Acked
 entries are trimmed by MINID below the oldest pending one.
 
-Beside the shard tasks: a sweeper (:mod:`.sweeper`) marks runs Failed ("heartbeat
-lost") when their heartbeats stop, and a reporter publishes the counters.  ``stop`` ends every loop
+Beside the shard tasks: a sweeper (:mod:`.sweeper`) marks runs NotResponding when
+their heartbeats stop, then Failed ("heartbeat lost"), and a reporter publishes the
+counters.  ``stop`` ends every loop
 after the batch in hand; leases are then released so another collector takes over
 at once.
 
@@ -18,6 +19,14 @@ included) every ``lease_ttl / 3``, and one holding more than its share (shards
 divided by the collectors that published within two lease TTLs) while another
 holds fewer yields a shard, between two batches, for that one to take
 (:mod:`.reporter`).
+
+A full Redis, or one out of reach, is an outage (:mod:`.outage`), which no loop dies
+of.  A shard loop that meets a full Redis keeps its lease (renewing needs no memory),
+waits (a jittered backoff, at most a third of the lease), and applies the shard's
+pending entries again, in order, before it reads anything new; the outage is logged
+once (``redis_full``), then at a bounded rate, then ``redis_recovered``, and shown in
+the published report.  The collector refuses to start on a Redis that evicts keys
+(any ``maxmemory-policy`` but ``noeviction``), and warns about one that persists nothing.
 """
 
 from __future__ import annotations
@@ -37,13 +46,14 @@ from redis.exceptions import (
 from structlog.typing import FilteringBoundLogger as BoundLogger
 
 from runstream.collector.applier import UNREACHABLE, Applier, Entry
+from runstream.collector.checks import check_redis
 from runstream.collector.leases import Leases
-from runstream.collector.outage import Outage
+from runstream.collector.outage import REDIS_UNREACHABLE, Outage, WritesRefusedError, outage_cause
 from runstream.collector.reporter import Reporter
 from runstream.collector.streams import Streams
 from runstream.collector.sweeper import Sweeper
 from runstream.config import Settings
-from runstream.connection import Connecting, RedisClient, connect
+from runstream.connection import REDIS_CANNOT_PERSIST, REDIS_FULL, Connecting, RedisClient, connect
 from runstream.keys import INGEST_GROUP, Keys
 from runstream.shard_count import raise_shard_count
 
@@ -62,7 +72,12 @@ class CollectorSettings:
         lease_ttl: seconds a shard lease lasts without renewal (the takeover delay).
         block: seconds one XREADGROUP waits (shorter than the socket timeout).
         count: entries read per call.
-        heartbeat_timeout: seconds without heartbeat before a run is marked Failed.
+        heartbeat_timeout: seconds without a heartbeat before a run is marked NotResponding
+            (not final: its next heartbeat or batch brings it back to Running).
+        heartbeat_lost_after: seconds without a heartbeat before a run is marked Failed
+            ("heartbeat lost"), for good; None (the default): ten times ``heartbeat_timeout``
+            (5 minutes with the default timeout), long enough for a paused process (a debugger,
+            a long checkpoint, SIGSTOP) to come back, short enough that a dead one is called so.
         stats_interval: seconds between two logged counter reports (Redis gets them every
             ``lease_ttl / 3``: they also tell the other collectors this one is alive).
         trim_interval: seconds between two trims of a shard.
@@ -74,8 +89,16 @@ class CollectorSettings:
     block: float = 1.0
     count: int = 64
     heartbeat_timeout: float = 30.0
+    heartbeat_lost_after: float | None = None
     stats_interval: float = 10.0
     trim_interval: float = 5.0
+
+    @property
+    def lost_after(self) -> float:
+        """Seconds without a heartbeat before a run is Failed (``heartbeat_lost_after``, or its default)."""
+        if self.heartbeat_lost_after is None:
+            return 10 * self.heartbeat_timeout
+        return max(self.heartbeat_lost_after, self.heartbeat_timeout)
 
 
 @dataclass(slots=True)
@@ -88,6 +111,7 @@ class CollectorStats:
     dead_lettered: int = 0
     points: int = 0
     heartbeats_lost: int = 0
+    not_responding: int = 0
     shards: list[int] = field(default_factory=list)
     lag: dict[int, int] = field(default_factory=dict)
     updated_at: float = 0.0
@@ -121,6 +145,7 @@ class Collector:
         self._leases = Leases(client, settings.reader, int(settings.lease_ttl * 1000))
         self._caught_up: set[int] = set()  # owned shards whose last read found no backlog
         self._loops = 0  # shards 0.._loops-1 have a loop (see _grow)
+        self._replay: set[int] = set()  # owned shards whose pending entries go first (after an outage)
         self._log = _log.bind(reader=settings.reader, workspace=self.keys.workspace)
         self._outage = Outage(self._log, cap=settings.lease_ttl / 3)
         self._streams = Streams(client)
@@ -136,18 +161,42 @@ class Collector:
         )
         self._applier = Applier(client, self.keys, self.stats, self._log)
         self._sweeper = Sweeper(
-            client, self._applier, self._caught_up, self.stats, self._log, settings.heartbeat_timeout
+            client,
+            self._applier,
+            self._caught_up,
+            self.stats,
+            self._log,
+            silent_after=settings.heartbeat_timeout,
+            lost_after=settings.lost_after,
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Collect until ``stop`` is set; then finish the batch in hand and release the leases."""
-        count = await raise_shard_count(self.client, self.keys)
+        """Collect until ``stop`` is set; then finish the batch in hand and release the leases.
+
+        Raises:
+            ConfigError: Redis evicts keys when full (its ``maxmemory-policy`` is not ``noeviction``).
+        """
+        await check_redis(self.client, self.settings.workspace.redis_url, self._log)
         async with asyncio.TaskGroup() as tasks:
-            await self._grow(count, stop, tasks)
+            await self._start(stop, tasks)
             self._log.info("collector_started", shards=self.keys.shards)
             tasks.create_task(self._sweeper.run(stop))
             tasks.create_task(self._reporter.run(stop, lambda count: self._grow(count, stop, tasks)))
         self._log.info("collector_stopped", **self._reporter.counters())
+
+    async def _start(self, stop: asyncio.Event, tasks: asyncio.TaskGroup) -> None:
+        """Raise the recorded shard count to ours and start the shard loops; while Redis is
+        full (and the shard count or a group must be written), wait for room rather than fail."""
+        while not stop.is_set():
+            try:
+                await self._grow(await raise_shard_count(self.client, self.keys), stop, tasks)
+            except (ResponseError, WritesRefusedError) as exc:
+                if outage_cause(exc) not in (REDIS_FULL, REDIS_CANNOT_PERSIST):
+                    raise
+                await _wait(stop, self._outage.failed("start", exc))
+                continue
+            self._outage.recovered("start")
+            return
 
     async def _grow(self, count: int, stop: asyncio.Event, tasks: asyncio.TaskGroup) -> None:
         """Read shards up to ``count``: a group and a loop for each one not read yet.
@@ -174,16 +223,11 @@ class Collector:
             while not stop.is_set():
                 try:
                     owned, renew_at, trim_at = await self._shard_turn(shard, (owned, renew_at, trim_at), stop, log)
+                    self._outage.recovered(f"shard {shard}")
                 except UNREACHABLE as exc:
-                    # Redis restarting, failing over or out of reach: ride it out (the client's own
-                    # retries last well under a second) rather than let it end the collector.  The
-                    # shard counts as not ours until its lease is looked at again; taking it then
-                    # (_take_over) claims and applies, in order, what we had read but not acked.
-                    if owned:
-                        log.warning("redis_unreachable", error=f"{type(exc).__name__}: {exc}")
-                    owned, renew_at = False, 0.0
-                    self._set_owned(shard, False)
-                    await _wait(stop, self.settings.lease_ttl / 3)
+                    owned, delay = self._met_outage(shard, owned, exc)
+                    renew_at = 0.0  # the lease is looked at (renewed) before the next read
+                    await _wait(stop, delay)
                 except ResponseError as exc:
                     if not _node_changed(exc):
                         raise
@@ -198,6 +242,25 @@ class Collector:
             if owned:
                 await self._leases.release(lease)
                 log.info("shard_released")
+
+    def _met_outage(self, shard: int, owned: bool, exc: BaseException) -> tuple[bool, float]:
+        """Note an outage that a shard's loop met: whether the shard still counts as ours, and
+        the seconds to wait before the next turn (which looks at the lease first).
+
+        Redis restarting, failing over or out of reach: the shard counts as not ours until
+        its lease is looked at again (the client's own retries last well under a second);
+        taking it then (_take_over) claims and applies, in order, what we had read but not
+        acked.  Redis full: the lease stays ours (renewing it needs no memory), and what
+        Redis refused, pending still, is applied again, in order, before anything new.
+        """
+        delay = self._outage.failed(f"shard {shard}", exc)
+        if outage_cause(exc) == REDIS_UNREACHABLE:
+            self._set_owned(shard, False)
+            return False, self.settings.lease_ttl / 3
+        if owned or shard in self.stats.shards:  # (held, and being taken over when Redis refused)
+            self._replay.add(shard)
+            return True, delay
+        return False, delay
 
     async def _shard_turn(
         self, shard: int, state: tuple[bool, float, float], stop: asyncio.Event, log: BoundLogger
@@ -239,9 +302,13 @@ class Collector:
         self._set_owned(shard, held)
         # Taken anew, or renewed but not ours a moment ago (a reader of our name before a restart
         # held it): claim what is pending first.  Anew also when we thought it ours: it lapsed unseen.
-        if held and (attempt.fresh or not owned):
-            log.info("shard_acquired")
+        # And when Redis refused to apply what we read (full): that goes first, in order.
+        taken = held and (attempt.fresh or not owned)
+        if taken or (held and shard in self._replay):
+            if taken:
+                log.info("shard_acquired")
             held = await self._take_over(shard)
+            self._replay.discard(shard)
             self._set_owned(shard, held)
             now = time.monotonic()
         elif owned and not held:
@@ -256,6 +323,7 @@ class Collector:
         self.stats.shards = sorted(shards)
         if not owned:
             self._caught_up.discard(shard)
+            self._replay.discard(shard)
 
     async def _read_new(self, shard: int) -> list[Entry] | None:
         """New entries of an owned shard, waiting up to ``block`` for some; None if the lease lapsed.
