@@ -87,6 +87,13 @@ def _token_of(request: web.Request) -> str | None:
     return request.query.get("token") or request.cookies.get(TOKEN_COOKIE)
 
 
+def _matches(given: str, tokens: frozenset[bytes]) -> bool:
+    """Whether ``given`` is one of ``tokens``, compared in constant time as UTF-8 bytes:
+    ``compare_digest`` raises TypeError on a str that is not ASCII (a 500, before)."""
+    raw = given.encode("utf-8", "surrogateescape")
+    return any(hmac.compare_digest(raw, token) for token in tokens)
+
+
 def make_auth(tokens: frozenset[str], workspace: str) -> Middleware:
     """The middleware that lets in requests holding a token that opens ``workspace``.
 
@@ -94,19 +101,20 @@ def make_auth(tokens: frozenset[str], workspace: str) -> Middleware:
     everything is served.  A token scoped to another workspace gets 403, any other
     token (or none) 401.
     """
-    here, elsewhere = scoped_tokens(tokens, workspace)
+    opening, scoped_elsewhere = scoped_tokens(tokens, workspace)
+    here, elsewhere = frozenset(t.encode() for t in opening), frozenset(t.encode() for t in scoped_elsewhere)
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         """With tokens configured, nothing is served without one that opens this workspace."""
         given = _token_of(request)
-        if not tokens or (given and any(hmac.compare_digest(given, t) for t in here)):
+        if not tokens or (given and _matches(given, here)):
             response = await handler(request)
             if tokens and request.query.get("token") and not response.prepared:
                 # Strict: no other site's page, link or form makes the browser send it.
                 response.set_cookie(TOKEN_COOKIE, given or "", httponly=True, samesite="Strict", secure=request.secure)
             return response
-        if given and any(hmac.compare_digest(given, t) for t in elsewhere):
+        if given and _matches(given, elsewhere):
             raise web.HTTPForbidden(reason="this token is scoped to another workspace")
         raise web.HTTPUnauthorized(reason="a bearer token is needed", headers={"WWW-Authenticate": "Bearer"})
 

@@ -237,3 +237,49 @@ class TestTokenCookie:
         assert cookie.startswith(f"runstream_token={TOKEN};")
         assert {"httponly", "samesite", "path"} <= attributes
         assert "SameSite=Strict" in cookie
+
+
+async def raw_get(client: Client, path: bytes, header: bytes = b"") -> int:
+    """The status of a GET sent as raw bytes (a header a client library would refuse to send as is)."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        writer.write(b"GET " + path + b" HTTP/1.1\r\nHost: test\r\nConnection: close\r\n" + header + b"\r\n")
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), 30)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    return int(status_line.split()[1])
+
+
+class TestTokensThatAreNotAscii:
+    """A token that is not ASCII, in the query, the Authorization header or the cookie, is a wrong token
+    (401), not a server error; a right one that is not ASCII opens the server."""
+
+    @pytest.mark.parametrize(
+        ("path", "header"),
+        [
+            (b"/api/v1/runs?token=%C3%A9t%C3%A9", b""),
+            (b"/api/v1/runs?token=%FF%FE", b""),
+            (b"/api/v1/runs", "Authorization: Bearer été\r\n".encode()),
+            (b"/api/v1/runs", b"Authorization: Bearer \xff\xfe\r\n"),
+            (b"/api/v1/runs", "Cookie: runstream_token=été\r\n".encode()),
+            (b"/", "Cookie: runstream_token=\u2603\r\n".encode()),
+        ],
+        ids=["query", "query-not-utf8", "header", "header-not-utf8", "cookie", "cookie-page"],
+    )
+    async def test_wrong_token_is_401(self, secured: Client, path: bytes, header: bytes) -> None:
+        status = await raw_get(secured, path, header)
+
+        assert 401 == status
+
+    async def test_right_token_that_is_not_ascii(
+        self, experiment: Experiment, start_collector: Callable[..., CollectorThread], aiohttp_client: AiohttpClient
+    ) -> None:
+        start_collector(experiment.workspace)
+        settings = ServerSettings(workspace=experiment.workspace.settings, tokens=frozenset({"clé-secrète"}))
+        client = await aiohttp_client(create_app(settings))
+
+        status = await raw_get(client, b"/api/v1/runs?token=cl%C3%A9-secr%C3%A8te")
+
+        assert 200 == status
