@@ -8,8 +8,9 @@ from dataclasses import replace
 
 import click
 import structlog
-from redis.exceptions import AuthenticationError, NoPermissionError
+from redis.exceptions import RedisError
 
+from runstream.cli_errors import explained
 from runstream.collector.service import Collector, CollectorSettings, collector_client
 from runstream.config import Settings
 from runstream.connection import mask_url
@@ -61,22 +62,19 @@ def collector_command(
 ) -> None:
     """Fold the workspace's ingest streams into run records (until SIGTERM)."""
     configure_logging(json=json_logs)
-    try:
+    with explained():
         workspace = Settings.from_config()
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
     settings = CollectorSettings(
         workspace=workspace,
         heartbeat_timeout=heartbeat_timeout,
         heartbeat_lost_after=heartbeat_lost_after,
         lease_ttl=lease_ttl,
     )
-    try:
-        asyncio.run(run_collector(replace(settings, reader=reader) if reader else settings))
-    except (AuthenticationError, NoPermissionError) as exc:  # no retry mends these: say so in one line
-        _log.error("collector_refused", redis=mask_url(workspace.redis_url), error=f"{type(exc).__name__}: {exc}")
-        raise click.ClickException(
-            f"Redis at {mask_url(workspace.redis_url)} refuses this collector: {type(exc).__name__}: {exc}"
-        ) from None
-    except ConfigError as exc:  # a Redis that would lose records (it evicts keys): the message says what to set
-        raise click.ClickException(str(exc)) from None
+    # One line for what stops it (a Redis out of reach or refusing it, or one that would lose
+    # records: it evicts keys), and the log says so too.
+    with explained(workspace.redis_url, who="this collector"):
+        try:
+            asyncio.run(run_collector(replace(settings, reader=reader) if reader else settings))
+        except (RedisError, ConfigError) as exc:
+            _log.error("collector_failed", redis=mask_url(workspace.redis_url), error=f"{type(exc).__name__}: {exc}")
+            raise

@@ -2,7 +2,9 @@
 
 Exit codes a shell can rely on: ``wait`` exits 0 when the run Completed, 1 when it
 Failed, 2 when it was Canceled, 3 on timeout; every command exits 4 when the run
-does not exist.
+does not exist, and 2 when given a malformed run id.  Whatever else stops a command
+(no workspace configured, a Redis out of reach) ends it with one line on stderr and
+exit code 1 (:mod:`runstream.cli_errors`).
 """
 
 from __future__ import annotations
@@ -17,39 +19,65 @@ from typing import Any, TypeVar
 import click
 
 from runstream import Experiment, Run, ScriptRunConfig, Workspace
+from runstream.cli_errors import EXIT_USAGE, explained
 from runstream.config import Settings
 from runstream.connection import connect
 from runstream.consumer.reader import RecordReader, wait_for_record
 from runstream.consumer.subscribe import subscribe
 from runstream.consumer.updates import describe, to_json
 from runstream.consumer.wait import RunFailedError, wait_for_completion
-from runstream.keys import Keys
+from runstream.keys import Keys, check_run_id
 
 __all__ = ["cancel_command", "runs_command", "show_command", "submit_command", "tail_command", "wait_command"]
 
 T = TypeVar("T")
 EXIT_CODES = {"Completed": 0, "Failed": 1, "Canceled": 2}
 EXIT_TIMEOUT, EXIT_UNKNOWN_RUN = 3, 4
-#: How long a command waits for a just-logged run's record before calling it unknown.
+#: How long a command waits for the record of a run created a moment ago before calling it unknown.
 RECORD_GRACE = 5.0
 
 
-def _with_reader(work: Callable[[RecordReader], Awaitable[T]]) -> T:
-    settings = Settings.from_config()
+class UnknownRunError(click.ClickException):
+    """No run of that id in the workspace (exit code 4)."""
+
+    exit_code = EXIT_UNKNOWN_RUN
+
+
+class BadArgumentError(click.ClickException):
+    """An argument the command cannot use (a malformed run id, no such script): said in one line, exit code 2."""
+
+    exit_code = EXIT_USAGE
+
+
+def _run_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A RUN_ID argument, checked before anything else is done (``check_run_id``)."""
+    try:
+        return check_run_id(value)
+    except (TypeError, ValueError) as exc:
+        raise BadArgumentError(str(exc)) from None
+
+
+def _settings() -> Settings:
+    with explained():
+        return Settings.from_config()
+
+
+def _with_reader(work: Callable[[RecordReader], Awaitable[T]], settings: Settings | None = None) -> T:
+    settings = settings or _settings()
     keys = Keys(settings.workspace, settings.key_prefix, settings.shards)
 
     async def main() -> T:
         async with connect(settings.redis_url) as client:
             return await work(RecordReader(client, keys))
 
-    return asyncio.run(main())
+    with explained(settings.redis_url):
+        return asyncio.run(main())
 
 
 async def _require_run(reader: RecordReader, run_id: str) -> dict[str, str]:
     meta = await wait_for_record(reader, run_id, RECORD_GRACE)
     if not meta:
-        click.echo(f"no run {run_id!r} in this workspace", err=True)
-        sys.exit(EXIT_UNKNOWN_RUN)
+        raise UnknownRunError(f"no run {run_id!r} in workspace {reader.keys.workspace!r} (`runstream runs` lists them)")
     return meta
 
 
@@ -87,7 +115,7 @@ def runs_command(experiment: str | None) -> None:
 
 
 @click.command("show")
-@click.argument("run_id")
+@click.argument("run_id", callback=_run_id)
 def show_command(run_id: str) -> None:
     """Show a run: status, tags, and last / min / max of each metric."""
 
@@ -114,7 +142,7 @@ def _summary(value: Any) -> str:
 
 
 @click.command("tail")
-@click.argument("run_id")
+@click.argument("run_id", callback=_run_id)
 @click.option("--from-start", is_flag=True, help="Print the run's updates from its beginning.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def tail_command(run_id: str, from_start: bool, as_json: bool) -> None:
@@ -129,7 +157,7 @@ def tail_command(run_id: str, from_start: bool, as_json: bool) -> None:
 
 
 @click.command("wait")
-@click.argument("run_id")
+@click.argument("run_id", callback=_run_id)
 @click.option("--timeout", type=float, default=None, help="Give up after this many seconds (exit 3).")
 @click.option("--show-output", is_flag=True, help="Print the run's output as it arrives.")
 def wait_command(run_id: str, timeout: float | None, show_output: bool) -> None:
@@ -154,16 +182,18 @@ def wait_command(run_id: str, timeout: float | None, show_output: bool) -> None:
 
 
 @click.command("cancel")
-@click.argument("run_id")
+@click.argument("run_id", callback=_run_id)
 def cancel_command(run_id: str) -> None:
     """Mark a run Canceled."""
+    settings = _settings()
 
     async def work(reader: RecordReader) -> dict[str, str]:
         return await _require_run(reader, run_id)
 
-    meta = _with_reader(work)
-    # Sent as any producer sends a status, so the collector applies it in order.
-    Run(Experiment(Workspace.from_config(), meta["experiment"]), run_id).cancel()
+    meta = _with_reader(work, settings)
+    with explained(settings.redis_url):
+        # Sent as any producer sends a status, so the collector applies it in order.
+        Run(Experiment(Workspace.from_settings(settings), meta["experiment"]), run_id).cancel()
     click.echo(f"run {run_id} canceled")
 
 
@@ -175,14 +205,25 @@ def cancel_command(run_id: str) -> None:
 @click.option("--wait", is_flag=True, help="Wait for the run to end, printing its output; exit as `wait` does.")
 def submit_command(script: str, arguments: tuple[str, ...], experiment_name: str, source: str, wait: bool) -> None:
     """Run SCRIPT [ARGUMENTS] as a run of EXPERIMENT, under a supervisor."""
-    experiment = Experiment(Workspace.from_config(), experiment_name)
-    run = experiment.submit(ScriptRunConfig(source, script, arguments=list(arguments)))
+    try:
+        config = ScriptRunConfig(source, script, arguments=list(arguments))
+    except (TypeError, ValueError) as exc:  # no such script, say
+        raise BadArgumentError(str(exc)) from None
+    settings = _settings()
+
+    async def reachable(reader: RecordReader) -> None:
+        await reader.client.ping()  # before a run is made that could only be spooled
+
+    _with_reader(reachable, settings)
+    with explained(settings.redis_url):
+        run = Experiment(Workspace.from_settings(settings), experiment_name).submit(config)
     click.echo(run.id)
     if not wait:
         return
-    try:
-        details = run.wait_for_completion(show_output=True)
-    except RunFailedError as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(EXIT_CODES["Failed"])
+    with explained(settings.redis_url):
+        try:
+            details = run.wait_for_completion(show_output=True)
+        except RunFailedError as exc:
+            click.echo(str(exc), err=True)
+            sys.exit(EXIT_CODES["Failed"])
     sys.exit(EXIT_CODES.get(str(details["status"]), EXIT_TIMEOUT))

@@ -25,6 +25,7 @@ __all__ = [
     "RecordNotReadyError",
     "RecordReader",
     "collectors_alive",
+    "created_at",
     "time_or_none",
     "unpack_values",
     "wait_applied",
@@ -216,16 +217,32 @@ async def collectors_alive(client: RedisClient, keys: Keys, now: float) -> list[
     return alive
 
 
+def created_at(run_id: str) -> int | None:
+    """The unix time a run id names (``<experiment>_<unix seconds>_<8 hex>``), if it names one."""
+    parts = run_id.rsplit("_", 2)
+    if len(parts) != 3:
+        return None
+    _, seconds, tail = parts
+    if not (seconds.isascii() and seconds.isdigit() and len(tail) == 8 and set(tail) <= set("0123456789abcdef")):
+        return None
+    return int(seconds)
+
+
 async def wait_for_record(reader: RecordReader, run_id: str, bound: float) -> dict[str, str]:
     """The run's meta, waiting up to ``bound`` seconds for it to appear while a collector runs.
 
     A run logged a moment ago may still sit in an ingest stream (its record is made
     when a collector applies its first batch), so a command given its id right away
-    should not call it unknown.  Blocks on the run's live stream, which gets its
-    first entry with that batch; returns ``{}`` if no record appears.
+    should not call it unknown.  Only an id that names a time within ``bound`` of now
+    is waited for: any other would have a record by now, so an unknown one is
+    answered at once.  Blocks on the run's live stream, which gets its first entry
+    with that batch; returns ``{}`` if no record appears.
     """
     meta = await reader.meta(run_id)
-    if meta or not await collectors_alive(reader.client, reader.keys, time.time()):
+    made = created_at(run_id)
+    if meta or made is None or abs(time.time() - made) > bound:
+        return meta
+    if not await collectors_alive(reader.client, reader.keys, time.time()):
         return meta
     deadline = time.monotonic() + bound
     while not meta and (left := deadline - time.monotonic()) > 0:
