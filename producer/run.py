@@ -23,11 +23,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, Self, TypeVar
 
-from redis.exceptions import NoPermissionError
-
 from runstream._batcher import Item, RunHandle
-from runstream._log import sdk_logger
 from runstream._offline import MetricValue, OfflineRecorder
+from runstream._readback import READ_BOUND, await_applied, read_back
 from runstream.artifacts import ArtifactStore, StoredFile
 from runstream.connection import connect
 from runstream.errors import ConfigError, RunstreamError
@@ -67,8 +65,6 @@ if TYPE_CHECKING:
     from runstream.experiment import Experiment
 
 T = TypeVar("T")
-#: Seconds a read waits for the collector to apply what this process logged.
-READ_BOUND = 10.0
 
 __all__ = ["Run"]
 
@@ -461,52 +457,14 @@ class Run:
 
     def _read(self, query: Callable[[RecordReader], Awaitable[T]], bound: float = READ_BOUND) -> T:
         """Run ``query`` on the record once it holds everything this process logged."""
-        from runstream.consumer.reader import RecordReader, wait_applied  # lazy: DESIGN §1
-
-        settings, keys = self._require_experiment().workspace.settings, self._require_experiment().workspace.keys
+        workspace = self._require_experiment().workspace
         self.flush(bound)
-        logger = get_logger()
-        seq = self._handle.seq if self._handle is not None else 0
-        producer = logger.producer
-
-        async def read() -> T:
-            async with connect(settings.redis_url) as client:
-                reader = RecordReader(client, keys)
-                if seq:
-                    await wait_applied(reader, self.id, producer, seq, bound)
-                return await query(reader)
-
-        return logger.call(read, timeout=bound + 30)
+        return read_back(workspace, self.id, self._handle.seq if self._handle is not None else 0, query, bound)
 
     def _await_record(self, bound: float) -> None:
         """After a final status: wait until the record shows it, if a collector runs."""
-        from runstream.consumer.reader import RecordReader, collectors_alive, wait_applied  # lazy
-
-        experiment = self._require_experiment()
-        settings, keys = experiment.workspace.settings, experiment.workspace.keys
-        logger = get_logger()
-        seq, producer = (self._handle.seq if self._handle else 0), logger.producer
-
-        async def wait() -> bool:
-            async with connect(settings.redis_url) as client:
-                if not await collectors_alive(client, keys, time.time()):
-                    return False
-                await wait_applied(RecordReader(client, keys), self.id, producer, seq, bound)
-                return True
-
-        try:
-            waited = logger.call(wait, timeout=bound + 30)
-        except NoPermissionError:
-            # A write-only Redis user (XADD to the ingest streams) may log and finish runs
-            # but not read records: the status is delivered, its application unconfirmed.
-            sdk_logger("runstream.run").info(
-                "record_not_readable", run_id=self.id, hint="this Redis user may log but not read records"
-            )
-            return
-        if not waited:
-            sdk_logger("runstream.run").warning(
-                "no_collector_running", run_id=self.id, hint="the run's record is updated when one starts"
-            )
+        workspace = self._require_experiment().workspace
+        await_applied(workspace, self.id, self._handle.seq if self._handle else 0, bound)
 
     # ------------------------------------------------------------------- child runs
 

@@ -1,0 +1,85 @@
+"""Read-your-writes for a run: wait until the collector has applied what this process logged.
+
+A :class:`~runstream.run.Run`'s reading methods (``get_metrics``, ``get_status``, ...)
+read through :func:`read_back`, and its final statuses wait through
+:func:`await_applied`: both block (on the run's live stream, bounded) until the
+record holds this process's batches of the run up to a sequence number.  They run on
+the logger's loop, and import the consumer's reader lazily (DESIGN §1: the SDK imports
+``runstream.consumer`` only inside its reading calls).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Final, TypeVar
+
+from redis.exceptions import NoPermissionError
+
+from runstream._log import sdk_logger
+from runstream.connection import connect
+from runstream.logger import get_logger
+from runstream.workspace import Workspace
+
+if TYPE_CHECKING:
+    from runstream.consumer.reader import RecordReader
+
+__all__ = ["READ_BOUND", "await_applied", "read_back"]
+
+T = TypeVar("T")
+#: Seconds a read waits for the collector to apply what this process logged.
+READ_BOUND: Final = 10.0
+
+
+def read_back(
+    workspace: Workspace, run_id: str, seq: int, query: Callable[[RecordReader], Awaitable[T]], bound: float
+) -> T:
+    """``query`` on the run's record once it holds this process's batches up to ``seq`` (0: none to wait for).
+
+    Raises:
+        RecordNotReadyError: not applied within ``bound`` seconds (the message names the likely cause).
+    """
+    from runstream.consumer.reader import RecordReader, wait_applied  # lazy: DESIGN §1
+
+    settings, keys = workspace.settings, workspace.keys
+    logger = get_logger()
+    producer = logger.producer
+
+    async def read() -> T:
+        async with connect(settings.redis_url) as client:
+            reader = RecordReader(client, keys)
+            if seq:
+                await wait_applied(reader, run_id, producer, seq, bound)
+            return await query(reader)
+
+    return logger.call(read, timeout=bound + 30)
+
+
+def await_applied(workspace: Workspace, run_id: str, seq: int, bound: float) -> None:
+    """After a final status: wait until the record shows it, if a collector runs."""
+    from runstream.consumer.reader import RecordReader, collectors_alive, wait_applied  # lazy
+
+    settings, keys = workspace.settings, workspace.keys
+    logger = get_logger()
+    producer = logger.producer
+
+    async def wait() -> bool:
+        async with connect(settings.redis_url) as client:
+            if not await collectors_alive(client, keys, time.time()):
+                return False
+            await wait_applied(RecordReader(client, keys), run_id, producer, seq, bound)
+            return True
+
+    try:
+        waited = logger.call(wait, timeout=bound + 30)
+    except NoPermissionError:
+        # A write-only Redis user (XADD to the ingest streams) may log and finish runs
+        # but not read records: the status is delivered, its application unconfirmed.
+        sdk_logger("runstream.run").info(
+            "record_not_readable", run_id=run_id, hint="this Redis user may log but not read records"
+        )
+        return
+    if not waited:
+        sdk_logger("runstream.run").warning(
+            "no_collector_running", run_id=run_id, hint="the run's record is updated when one starts"
+        )
