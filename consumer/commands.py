@@ -2,9 +2,10 @@
 
 Exit codes a shell can rely on: ``wait`` exits 0 when the run Completed, 1 when it
 Failed, 2 when it was Canceled, 3 on timeout; every command exits 4 when the run
-does not exist, and 2 when given a malformed run id.  Whatever else stops a command
-(no workspace configured, a Redis out of reach) ends it with one line on stderr and
-exit code 1 (:mod:`runstream.cli_errors`).
+does not exist, and 2 when given a malformed run id.  ``cancel`` exits 1 when the run
+had ended already (it stays as it ended).  Whatever else stops a command (no
+workspace configured, a Redis out of reach) ends it with one line on stderr and exit
+code 1 (:mod:`runstream.cli_errors`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from runstream.consumer.reader import RecordReader, wait_for_record
 from runstream.consumer.subscribe import subscribe
 from runstream.consumer.updates import describe, to_json
 from runstream.consumer.wait import RunFailedError, wait_for_completion
+from runstream.events import TERMINAL_STATUSES
 from runstream.keys import Keys, check_run_id
 
 __all__ = ["cancel_command", "runs_command", "show_command", "submit_command", "tail_command", "wait_command"]
@@ -184,15 +186,18 @@ def wait_command(run_id: str, timeout: float | None, show_output: bool) -> None:
 @click.command("cancel")
 @click.argument("run_id", callback=_run_id)
 def cancel_command(run_id: str) -> None:
-    """Mark a run Canceled."""
+    """Mark a run Canceled (exit 1 if it had ended already: it stays as it ended)."""
     settings = _settings()
 
     async def work(reader: RecordReader) -> dict[str, str]:
         return await _require_run(reader, run_id)
 
     meta = _with_reader(work, settings)
+    if meta.get("status") in TERMINAL_STATUSES:
+        raise click.ClickException(f"run {run_id} has ended {meta['status']}: there is nothing to cancel")
     with explained(settings.redis_url):
-        # Sent as any producer sends a status, so the collector applies it in order.
+        # Sent as any producer sends a status, so the collector applies it in order; raises
+        # (one line) if the run ended meanwhile.
         Run(Experiment(Workspace.from_settings(settings), meta["experiment"]), run_id).cancel()
     click.echo(f"run {run_id} canceled")
 

@@ -55,31 +55,39 @@ def read_back(
     return logger.call(read, timeout=bound + 30)
 
 
-def await_applied(workspace: Workspace, run_id: str, seq: int, bound: float) -> None:
-    """After a final status: wait until the record shows it, if a collector runs."""
+def await_applied(workspace: Workspace, run_id: str, seq: int, bound: float) -> str | None:
+    """After a final status: wait until the record shows it, if a collector runs.
+
+    Returns:
+        The record's status once applied (a run that had ended stays as it ended, so
+        it may differ from the one sent); None if no collector runs or the record
+        cannot be read.
+    """
     from runstream.consumer.reader import RecordReader, collectors_alive, wait_applied  # lazy
 
     settings, keys = workspace.settings, workspace.keys
     logger = get_logger()
     producer = logger.producer
 
-    async def wait() -> bool:
+    async def wait() -> tuple[bool, str | None]:
         async with connect(settings.redis_url) as client:
             if not await collectors_alive(client, keys, time.time()):
-                return False
-            await wait_applied(RecordReader(client, keys), run_id, producer, seq, bound)
-            return True
+                return False, None
+            reader = RecordReader(client, keys)
+            await wait_applied(reader, run_id, producer, seq, bound)
+            return True, await reader.status(run_id)
 
     try:
-        waited = logger.call(wait, timeout=bound + 30)
+        waited, status = logger.call(wait, timeout=bound + 30)
     except NoPermissionError:
         # A write-only Redis user (XADD to the ingest streams) may log and finish runs
         # but not read records: the status is delivered, its application unconfirmed.
         sdk_logger("runstream.run").info(
             "record_not_readable", run_id=run_id, hint="this Redis user may log but not read records"
         )
-        return
+        return None
     if not waited:
         sdk_logger("runstream.run").warning(
             "no_collector_running", run_id=run_id, hint="the run's record is updated when one starts"
         )
+    return status

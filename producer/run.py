@@ -350,8 +350,14 @@ class Run:
         self._finish("Failed", error, 10)
 
     def cancel(self) -> None:
-        """Mark the run Canceled."""
+        """Mark the run Canceled.
+
+        Raises:
+            RunstreamError: the run had ended already; it stays as it ended (``status`` says how).
+        """
         self._finish("Canceled", None, 10)
+        if self.status != "Canceled":
+            raise RunstreamError(f"run {self.id} had ended {self.status}: it stays so")
 
     def _finish(self, status: Status, error: str | None, timeout: float | None) -> None:
         if self._finished:
@@ -365,7 +371,7 @@ class Run:
         if timeout is not None:
             self.flush(timeout)
             if self.experiment is not None:
-                self._await_record(timeout)
+                self.status = self._await_record(timeout) or status  # a run that had ended stays so
 
     def __enter__(self) -> Self:
         return self
@@ -461,10 +467,11 @@ class Run:
         self.flush(bound)
         return read_back(workspace, self.id, self._handle.seq if self._handle is not None else 0, query, bound)
 
-    def _await_record(self, bound: float) -> None:
-        """After a final status: wait until the record shows it, if a collector runs."""
+    def _await_record(self, bound: float) -> Status | None:
+        """After a final status: wait until the record shows it, if a collector runs; its status then."""
         workspace = self._require_experiment().workspace
-        await_applied(workspace, self.id, self._handle.seq if self._handle else 0, bound)
+        recorded = await_applied(workspace, self.id, self._handle.seq if self._handle else 0, bound)
+        return next((s for s in TERMINAL_STATUSES if s == recorded), None)
 
     # ------------------------------------------------------------------- child runs
 
