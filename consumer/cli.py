@@ -12,6 +12,7 @@ import os
 import click
 
 from runstream import __version__
+from runstream.cli_errors import explained
 from runstream.collector.cli import collector_command
 from runstream.consumer.commands import (
     cancel_command,
@@ -57,7 +58,8 @@ def _lazy(name: str, module: str, attribute: str, summary: str) -> None:
         except ImportError as exc:
             message = f"runstream {name} needs the server extra: pip install 'runstream[server]' ({exc})"
             raise click.ClickException(message) from exc
-        command.main(list(args), prog_name=f"runstream {name}", standalone_mode=True)
+        with explained():  # what reaches here past the command's own click handling: no workspace, say
+            command.main(list(args), prog_name=f"runstream {name}", standalone_mode=True)
 
 
 _lazy("serve", "runstream.consumer.server", "serve_command", "Serve the REST API, live updates and the web pages.")

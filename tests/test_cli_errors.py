@@ -111,6 +111,12 @@ class TestNoWorkspace:
         assert line.startswith("Error: no Redis to log to: run `runstream up`")
         assert "RUNSTREAM_REDIS_URL" in line
 
+    def test_serve(self, bare: Command) -> None:
+        done = bare.run("serve", "--port", "0")
+
+        assert 1 == done.returncode
+        assert one_line(done).startswith("Error: no Redis to log to: run `runstream up`")
+
 
 class TestUnreachableRedis:
     """A Redis nothing answers at: every command names the URL and the cause, in one line."""
