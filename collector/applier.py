@@ -37,7 +37,7 @@ from structlog.typing import FilteringBoundLogger as BoundLogger
 
 from runstream.codec import decode_entry
 from runstream.collector.aggregate import Plan, plan
-from runstream.collector.outage import UNREACHABLE, raise_first_outage, raise_if_outage
+from runstream.collector.outage import UNREACHABLE, WritesRefusedError, raise_first_outage, raise_if_outage
 from runstream.connection import RedisClient, is_cluster
 from runstream.errors import DecodeError
 from runstream.keys import INGEST_GROUP, Keys
@@ -117,7 +117,10 @@ class Applier:
         """
         plans, dead, done = self._plan(stream, entries)
         results = await self._run_scripts([p for _, p in plans], [c for _, p in plans for c in p.after])
+        refused = next((r for r in results if isinstance(r, WritesRefusedError)), None)
         for (entry_id, p), result in zip(plans, results, strict=True):
+            if isinstance(result, WritesRefusedError):
+                continue  # not applied (nor any after it): pending still, applied when sent again
             if isinstance(result, ResponseError):
                 dead.append((entry_id, dict(entries)[entry_id] or {}, f"apply failed: {result}"))
                 continue
@@ -130,6 +133,8 @@ class Applier:
         failed = await self._dead_letter(stream, dead, done)
         if done:
             await self.client.xack(stream, INGEST_GROUP, *done)
+        if refused is not None:
+            raise refused
         if failed is not None:
             raise_if_outage(failed)
             raise failed
@@ -197,7 +202,7 @@ class Applier:
         if not plans:
             return []
         if not is_cluster(self.client):
-            return await self._send(follow_ups, plans)
+            return await self._send_whole(follow_ups, plans)
         if follow_ups:
             await self._send(follow_ups, [])
         results: list[Any] = [None] * len(plans)
@@ -205,6 +210,37 @@ class Applier:
             for index, reply in zip(members, await self._send([], [plans[i] for i in members]), strict=True):
                 results[index] = reply
         return results
+
+    async def _send_whole(self, commands: list[tuple[Any, ...]], plans: list[Plan]) -> list[Any]:
+        """On one Redis: ``commands`` and the plans in one MULTI or, if a full Redis refused
+        that, one plan at a time, in order, up to the first it refuses.
+
+        Redis holds a MULTI's commands (the plans' arguments, up to megabytes) until EXEC,
+        so one may need more room than Redis has while each of its plans alone would fit:
+        applied one by one, those that fit are, and the entries they came from are trimmed,
+        which makes room for more.
+
+        Returns:
+            The plans' replies; one sent one at a time that Redis refused, and every one
+            after it, has the :class:`WritesRefusedError` for its reply (not applied).
+
+        Raises:
+            WritesRefusedError: Redis refused the one plan, or the commands.
+        """
+        try:
+            return await self._send(commands, plans)
+        except WritesRefusedError:
+            if len(plans) < 2:
+                raise
+        if commands:
+            await self._send(commands, [])
+        replies: list[Any] = []
+        for index, p in enumerate(plans):
+            try:
+                replies += await self._send([], [p])
+            except WritesRefusedError as exc:
+                return replies + [exc] * (len(plans) - index)
+        return replies
 
     async def _send(self, commands: list[tuple[Any, ...]], plans: list[Plan]) -> list[Any]:
         """``commands`` then an EVALSHA per plan, in one pipeline; the plans' replies.

@@ -227,6 +227,9 @@ class Collector:
                 except UNREACHABLE as exc:
                     owned, delay = self._met_outage(shard, owned, exc)
                     renew_at = 0.0  # the lease is looked at (renewed) before the next read
+                    if owned:  # Redis full: what was applied and acked can go, which makes room
+                        with contextlib.suppress(*UNREACHABLE, ResponseError):
+                            await self._streams.trim(stream)
                     await _wait(stop, delay)
                 except ResponseError as exc:
                     if not _node_changed(exc):

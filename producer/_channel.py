@@ -13,7 +13,9 @@ warning names it (``redis_full``, not ``redis_unreachable``).  The MULTI is what
 that safe: a full Redis refuses a MULTI whole, where in a plain pipeline it may refuse
 one XADD and take the next (memory freed by another client in between), putting a
 run's later batch in the stream before the earlier one, whose resent copy the
-collector's seq check would then skip as applied.
+collector's seq check would then skip as applied.  Redis holds a MULTI's commands
+until EXEC, so a MULTI needs room for all of it: one that a full Redis refuses is sent
+again at half the size, down to one batch, and back up as sends succeed.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class Channel:
         self.sending = False
         self._failures = 0
         self._cause: str | None = None  # of the outage under way (see _cause)
+        self._most = _PIPELINE_BATCHES  # batches per send: halved while Redis has no room for them
         self._client: RedisClient | None = None
         #: Workspaces whose shard count this channel has yet to raise (see claim_shards).
         self._unclaimed: dict[str, Keys] = {}
@@ -93,7 +96,7 @@ class Channel:
 
     async def send(self) -> None:
         """XADD the oldest batches in one pipeline; on failure, back off and keep them."""
-        batches = self.outbox.head(_PIPELINE_BATCHES, _PIPELINE_BYTES)
+        batches = self.outbox.head(self._most, _PIPELINE_BYTES)
         if not batches:
             return
         try:
@@ -103,9 +106,10 @@ class Channel:
                 del self._unclaimed[name]
             await _xadd(client, batches)
         except (RedisError, RedisClusterException, OSError) as exc:  # (a cluster none of whose nodes answer)
-            self._failed(exc)
+            self._failed(exc, len(batches))
             return
         self.outbox.ack(len(batches))
+        self._most = min(_PIPELINE_BATCHES, 2 * self._most)
         if self._failures:
             _log().info(
                 "redis_reachable_again" if self._cause == _UNREACHABLE else "redis_recovered",
@@ -118,13 +122,17 @@ class Channel:
         self.events_sent += sum(b.events for b in batches)
         self.bytes_sent += sum(b.size for b in batches)
 
-    def _failed(self, exc: BaseException) -> None:
+    def _failed(self, exc: BaseException, sent: int) -> None:
         self._failures += 1
         self.retries += 1
         self.last_error = f"{type(exc).__name__}: {exc}"
-        backoff = min(MAX_BACKOFF, _FIRST_BACKOFF * 2 ** (self._failures - 1))
-        self.retry_at = time.monotonic() + backoff
         cause = _cause(exc)
+        if cause == REDIS_FULL and sent > 1:  # maybe no room for all of them: half as many, soon
+            self._most = max(1, sent // 2)
+            backoff = _FIRST_BACKOFF
+        else:
+            backoff = min(MAX_BACKOFF, _FIRST_BACKOFF * 2 ** (self._failures - 1))
+        self.retry_at = time.monotonic() + backoff
         if cause != self._cause:  # said once per outage (and again if its cause changes)
             self._cause = cause
             _log().warning(
