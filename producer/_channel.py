@@ -69,6 +69,7 @@ class Channel:
         self._failures = 0
         self._cause: str | None = None  # of the outage under way (see _cause)
         self._most = _PIPELINE_BATCHES  # batches per send: halved while Redis has no room for them
+        self._atomic = True  # sends in MULTI; False once this Redis user is refused MULTI (see send)
         self._client: RedisClient | None = None
         #: Workspaces whose shard count this channel has yet to raise (see claim_shards).
         self._unclaimed: dict[str, Keys] = {}
@@ -104,8 +105,11 @@ class Channel:
             for name, keys in list(self._unclaimed.items()):
                 await raise_shard_count(client, keys)
                 del self._unclaimed[name]
-            await _xadd(client, batches)
+            await _xadd(client, batches, atomic=self._atomic)
         except (RedisError, RedisClusterException, OSError) as exc:  # (a cluster none of whose nodes answer)
+            if self._atomic and _multi_refused(exc):
+                self._without_multi(exc)
+                return
             self._failed(exc, len(batches))
             return
         self.outbox.ack(len(batches))
@@ -144,6 +148,19 @@ class Channel:
                 **({"hint": _HINTS[cause]} if cause in _HINTS else {}),
             )
 
+    def _without_multi(self, exc: BaseException) -> None:
+        """A user allowed XADD but not MULTI (an ACL written for plain XADDs) still logs:
+        its sends become plain pipelines, at once, and the log says what that gives up."""
+        self._atomic = False
+        self.retry_at = 0.0
+        _log().warning(
+            "redis_multi_refused",
+            redis=mask_url(self.url),
+            error=f"{type(exc).__name__}: {exc}",
+            hint="grant this Redis user +multi and +exec: without them a full Redis may take a run's later "
+            "batch and refuse the one before it",
+        )
+
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aclose()
@@ -180,27 +197,35 @@ def _cause(exc: BaseException) -> str:
     return write_refused(exc) or _UNREACHABLE
 
 
-async def _xadd(client: RedisClient, batches: list[OutgoingBatch]) -> None:
-    """XADD ``batches``, each stream's in one MULTI, which Redis takes whole or not at all.
+def _multi_refused(exc: BaseException) -> bool:
+    """Whether ``exc`` is this user's ACL refusing MULTI or EXEC (not XADD, nor a login)."""
+    text = str(exc).lower()
+    return isinstance(exc, NoPermissionError) and ("'multi'" in text or "'exec'" in text)
+
+
+async def _xadd(client: RedisClient, batches: list[OutgoingBatch], *, atomic: bool = True) -> None:
+    """XADD ``batches``, each stream's in one MULTI (``atomic``), which Redis takes whole or not at all.
 
     On one Redis every stream's batches go in one MULTI; on a cluster, where a MULTI is
     one slot's, each stream's in one of its own, all sent at once.  (A run's batches all
     go to one stream, so each run's batches are taken whole or not at all.)
     """
     if not is_cluster(client):
-        await _transaction(client, batches)
+        await _transaction(client, batches, atomic)
         return
     by_stream: dict[str, list[OutgoingBatch]] = {}
     for batch in batches:
         by_stream.setdefault(batch.stream, []).append(batch)
-    sent = await asyncio.gather(*(_transaction(client, group) for group in by_stream.values()), return_exceptions=True)
+    sent = await asyncio.gather(
+        *(_transaction(client, group, atomic) for group in by_stream.values()), return_exceptions=True
+    )
     for result in sent:
         if isinstance(result, BaseException):
             raise result
 
 
-async def _transaction(client: RedisClient, batches: list[OutgoingBatch]) -> None:
-    async with client.pipeline(transaction=True) as pipe:
+async def _transaction(client: RedisClient, batches: list[OutgoingBatch], atomic: bool) -> None:
+    async with client.pipeline(transaction=atomic) as pipe:
         for batch in batches:
             # A pipeline queues the command and returns itself; nothing to await here.
             _ = pipe.xadd(batch.stream, cast("dict[FieldT, EncodableT]", batch.fields))
