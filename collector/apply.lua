@@ -15,7 +15,8 @@
 --   X k cap s l t      XADD k MAXLEN ~ cap * s <s> l <l> t <t>   (output lines)
 --   K k name kind      set a metric's kind; "list" wins over "series", else the first stays
 --   S k status error ts   status transition (only forward; final statuses stay; NotResponding,
---                      which ranks as Running, may follow any status short of final)
+--                      which ranks as Running, may follow any status short of final, and
+--                      records when in not_responding_at)
 --   W k payload ts     the run was heard from: if NotResponding, back to Running (resumed_at ts),
 --                      and the live update of that (payload) goes out first
 -- Returns 1 if applied, 0 if the seq was applied before.
@@ -89,6 +90,7 @@ while i <= #ARGV do
       if err ~= '' then redis.call('HSET', key, 'error', err) end
       if rank[status] >= 3 and status ~= 'NotResponding' then redis.call('HSETNX', key, 'started_at', ts) end
       if rank[status] == 5 then redis.call('HSET', key, 'ended_at', ts) end
+      if status == 'NotResponding' then redis.call('HSET', key, 'not_responding_at', ts) end
     end
     i = i + 5
   elseif op == 'W' then

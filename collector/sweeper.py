@@ -12,6 +12,13 @@ checkpoint comes back, and its next batch brings the run back to Running
 Only runs of the shards this collector holds and has caught up with are swept: a
 backlog may still hold their heartbeats, and another collector's shards are that
 collector's to sweep.  A run that ended meanwhile only leaves the index.
+
+A run is Failed only once it has been NotResponding *in the record* for the rest of the
+second bound (``lost_after - silent_after``), not merely silent for ``lost_after``: a
+Redis that was full (it refused the producers' heartbeats, which wait in their spools,
+and the sweeper's own writes too) or a collector that was down for longer than
+``lost_after`` first marks the run NotResponding once writes are taken again, and the
+heartbeats that were held back have that long to land.
 """
 
 from __future__ import annotations
@@ -106,13 +113,14 @@ class Sweeper:
 
     async def _look_at(self, run_id: str, beat: float, now: float) -> None:
         keys = self._applier.keys
-        raw = cast("list[bytes | None]", await self._client.hmget(keys.meta(run_id), ["status", "resumed_at"]))
-        status, resumed_at = (value.decode() if value is not None else None for value in raw)
+        fields = ["status", "resumed_at", "not_responding_at"]
+        raw = cast("list[bytes | None]", await self._client.hmget(keys.meta(run_id), fields))
+        status, resumed_at, marked_at = (value.decode() if value is not None else None for value in raw)
         if status in TERMINAL_STATUSES:  # ended meanwhile (or replayed)
             await self._client.zrem(keys.live_runs(), run_id)
         elif resumed_at is not None and float(resumed_at) > now - self._silent_after:
             return  # heard from since (a batch before its next heartbeat)
-        elif beat <= now - self._lost_after:
+        elif self._lost(beat, status, marked_at, now):
             await self._set(run_id, StatusChanged("Failed", "heartbeat lost", now))
             await self._client.zrem(keys.live_runs(), run_id)
             self._stats.heartbeats_lost += 1
@@ -121,6 +129,12 @@ class Sweeper:
             await self._set(run_id, StatusChanged("NotResponding", None, now))
             self._stats.not_responding += 1
             self._log.warning("run_not_responding", run_id=run_id, silent_for=round(now - beat, 3))
+
+    def _lost(self, beat: float, status: str | None, marked_at: str | None, now: float) -> bool:
+        """Silent for ``lost_after``, and recorded NotResponding for the rest of that bound."""
+        if beat > now - self._lost_after or status != "NotResponding" or marked_at is None:
+            return False
+        return float(marked_at) <= now - (self._lost_after - self._silent_after)
 
     async def _set(self, run_id: str, change: StatusChanged) -> None:
         batch = Batch(run_id, "", 0, [change])

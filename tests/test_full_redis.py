@@ -29,13 +29,13 @@ import structlog
 from redis.typing import EncodableT, FieldT
 
 from runstream import Experiment, Workspace
-from runstream.codec import Batch
+from runstream.codec import Batch, encode_batch
 from runstream.collector.aggregate import plan
 from runstream.collector.applier import LETTER_FIELD_BYTES, Applier, fields_digest
 from runstream.collector.outage import REDIS_FULL, WritesRefusedError
 from runstream.collector.service import CollectorStats
 from runstream.connection import connect
-from runstream.events import MetricsLogged
+from runstream.events import MetricsLogged, RunStarted
 from runstream.keys import INGEST_GROUP
 from runstream.redis_server import RedisServer
 from tests.battery.conftest import CollectorProcess, ScriptProcess, environment, wait_until
@@ -324,3 +324,34 @@ class TestProducer:
         assert "redis_recovered" in script.stderr
         assert list(range(3_000)) == series.values
         assert alive(collector)
+
+
+class TestLongOutage:
+    """A Redis full for longer than the heartbeat-lost bound fails no run at once: the run is first
+    NotResponding in the record, and its held-back heartbeats have the rest of the bound to land."""
+
+    @pytest.mark.slow
+    def test_not_responding_before_failed(
+        self, own_workspace: Workspace, admin: redis.Redis, start_collector: StartCollector
+    ) -> None:
+        keys, silent, lost = own_workspace.keys, 0.5, 2.0
+        run_id = "full_1700000000_0a1b2c3d"  # a run with no producer left: nothing will resume it
+        started = Batch(run_id, "gone", 1, [RunStarted("full", run_id, None, "Running", time.time())])
+        admin.xadd(keys.ingest_for(run_id), cast("dict[FieldT, EncodableT]", dict(encode_batch(started))))
+        collector = start_collector(own_workspace, lease_ttl=1.0, heartbeat_timeout=silent, heartbeat_lost_after=lost)
+        wait_until(lambda: alive(collector) and admin.zscore(keys.live_runs(), run_id) is not None, what="the run live")
+        beat = cast("float", admin.zscore(keys.live_runs(), run_id))
+        fill(admin)
+        wait_until(lambda: time.time() > beat + lost + 1.0, what="the run silent past the lost bound")  # the scenario
+        status_while_full = admin.hget(keys.meta(run_id), "status")
+
+        make_room(admin)
+        wait_until(lambda: alive(collector) and admin.hget(keys.meta(run_id), "status") != b"Running", what="a mark")
+        first_mark = admin.hget(keys.meta(run_id), "status")
+        wait_until(lambda: admin.hget(keys.meta(run_id), "status") == b"Failed", what="Failed at last")
+        times = cast("list[bytes | None]", admin.hmget(keys.meta(run_id), ["not_responding_at", "ended_at"]))
+
+        assert b"Running" == status_while_full
+        assert b"NotResponding" == first_mark
+        assert None not in times
+        assert float(times[1] or 0) - float(times[0] or 0) >= lost - silent
