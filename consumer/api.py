@@ -1,4 +1,4 @@
-"""REST handlers under ``/api/v1/``: experiments, runs, metrics, output, cancel (files: :mod:`.files_api`).
+"""REST handlers under ``/api/v1/``: experiments, runs, metrics, output, cancel; files: :mod:`.files_api`.
 
 Each handler reads the run records through :class:`~.reader.RecordReader`; JSON
 never carries a bare NaN or infinity (they travel as "NaN", "Infinity", "-Infinity").
@@ -17,10 +17,11 @@ from aiohttp import web
 
 from runstream import Experiment, Run, Workspace
 from runstream.consumer.downsample import downsample_indices, series_arrays
-from runstream.consumer.files_api import download_file, list_files, upload_file
+from runstream.consumer.files_api import download_file, list_files
 from runstream.consumer.reader import RecordReader, time_or_none, unpack_values
 from runstream.consumer.replies import json_reply, require_run
 from runstream.consumer.state import READER, SERIES_CACHE, SETTINGS
+from runstream.consumer.uploads import upload_file
 from runstream.events import TERMINAL_STATUSES
 
 __all__ = ["MAX_POINTS_CAP", "MAX_POINTS_DEFAULT", "OUTPUT_LINES_CAP", "OUTPUT_LINES_DEFAULT", "ROUTES", "Route"]

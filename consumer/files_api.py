@@ -1,4 +1,4 @@
-"""REST handlers of a run's files: the list, downloads, uploads.
+"""REST handlers of a run's files: the list and downloads (uploads: :mod:`.uploads`).
 
 A run file is whatever a training script (or a remote producer) stored, so it is served
 as untrusted: as an attachment (only the raster image types the run page shows stay
@@ -9,12 +9,9 @@ opaque origin, never in the app's (where it could read the API with the viewer's
 
 from __future__ import annotations
 
-import asyncio
-import io
 import mimetypes
 import re
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
@@ -25,7 +22,7 @@ from runstream.consumer.state import READER, STORE
 from runstream.errors import InvalidNameError
 from runstream.validation import check_file_name
 
-__all__ = ["FILE_CSP", "INLINE_TYPES", "download_file", "file_headers", "list_files", "upload_file"]
+__all__ = ["FILE_CSP", "INLINE_TYPES", "download_file", "file_headers", "file_name", "list_files", "store_path"]
 
 #: Types served inline: the raster images the run page shows (no script runs in them).
 #: SVG is not among them: it is a document that can hold script.
@@ -59,7 +56,7 @@ async def list_files(request: web.Request) -> web.Response:
     )
 
 
-def _file_name(request: web.Request) -> str:
+def file_name(request: web.Request) -> str:
     try:
         return check_file_name(request.match_info["name"])
     except (InvalidNameError, TypeError) as exc:
@@ -67,42 +64,17 @@ def _file_name(request: web.Request) -> str:
 
 
 async def download_file(request: web.Request) -> web.StreamResponse:
-    run_id, name = request.match_info["run_id"], _file_name(request)
+    run_id, name = request.match_info["run_id"], file_name(request)
     await require_run(request.app[READER], run_id)
-    path = _store_path(request.app[STORE], run_id, name)
+    path = store_path(request.app[STORE], run_id, name)
     if not path.is_file():
         raise web.HTTPNotFound(reason=f"run {run_id} has no file {name!r}")
     return web.FileResponse(path, headers=file_headers(name))
 
 
-def _store_path(store: LocalArtifactStore, run_id: str, name: str) -> Path:
+def store_path(store: LocalArtifactStore, run_id: str, name: str) -> Path:
     """Where the store keeps the file; 400 for one that resolves outside the run's folder (a link)."""
     try:
         return store.path_of(run_id, name)
     except InvalidNameError as exc:
         raise web.HTTPBadRequest(reason=str(exc)) from None
-
-
-async def upload_file(request: web.Request) -> web.Response:
-    run_id, name = request.match_info["run_id"], _file_name(request)
-    await require_run(request.app[READER], run_id)
-    store: LocalArtifactStore = request.app[STORE]
-    _check_writable(_store_path(store, run_id, name), name)
-    body = await request.read()
-    stored = await asyncio.to_thread(_put, store, run_id, name, body)
-    return json_reply({"name": stored.name, "size": stored.size, "sha256": stored.sha256}, status=201)
-
-
-def _check_writable(path: Path, name: str) -> None:
-    """400 when ``name`` cannot be a file: it is a folder of the run's files, or lies inside one of its files."""
-    if path.is_dir():
-        raise web.HTTPBadRequest(reason=f"{name!r} is a folder of the run's files, not a file")
-    for parent in path.parents:
-        if parent.is_file():
-            raise web.HTTPBadRequest(reason=f"{name!r} lies inside a file of the run, not a folder")
-        if parent.is_dir():
-            return
-
-
-def _put(store: LocalArtifactStore, run_id: str, name: str, body: bytes) -> Any:
-    return store.put(run_id, name, io.BytesIO(body))

@@ -26,7 +26,11 @@ _EXTRA = (
 #: What a state-changing route may answer beside the common replies.
 _RESPONSES: dict[str, dict[str, dict[str, str]]] = {
     "POST": {"409": {"description": "The run has ended: there is nothing to cancel"}},
-    "PUT": {"413": {"description": "The file is over the server's upload limit"}},
+    "PUT": {
+        "408": {"description": "The upload stalled (sent nothing for a while); nothing is stored"},
+        "413": {"description": "The file is over the server's upload limit; nothing is stored"},
+        "503": {"description": "As many uploads as the server takes at once are in progress: retry later"},
+    },
 }
 #: Query parameters that are not free text: counts with their bounds (outside them: 400), steps.
 _QUERY_SCHEMAS: dict[str, dict[str, Any]] = {

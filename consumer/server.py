@@ -10,7 +10,9 @@ requests, path ids); errors are JSON ``{"error": {"status", "message"}}``.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import signal
 from collections import Counter
 from collections.abc import AsyncIterator
 
@@ -25,6 +27,7 @@ from runstream.artifacts import LocalArtifactStore
 from runstream.config import Settings
 from runstream.connection import SOCKET_TIMEOUT, RedisClient, connect, mask_url, seed_nodes, single_node
 from runstream.consumer.api import ROUTES
+from runstream.consumer.connections import CONNECTIONS, Connections, LimitedSite
 from runstream.consumer.downsample import warm_up
 from runstream.consumer.health import health
 from runstream.consumer.openapi import openapi_document
@@ -39,18 +42,22 @@ from runstream.consumer.security import (
     security_headers,
 )
 from runstream.consumer.series_cache import SeriesCache
-from runstream.consumer.settings import ServerSettings, load_tokens
+from runstream.consumer.settings import IDLE_TIMEOUT, MAX_CONNECTIONS, ServerSettings, load_tokens
 from runstream.consumer.sse import FeedHub
-from runstream.consumer.state import HUB, READER, REDIS, SERIES_CACHE, SETTINGS, STORE
+from runstream.consumer.state import HUB, READER, REDIS, SERIES_CACHE, SETTINGS, STORE, UPLOADS
 from runstream.keys import Keys
 from runstream.logconfig import configure_logging
 
-__all__ = ["ServerSettings", "create_app", "serve_command"]
+__all__ = ["ServerSettings", "create_app", "serve", "serve_command"]
 
 _log = structlog.get_logger("runstream.server")
 _EVENT_ID = re.compile(r"\d+(-\d+)?(/\d+)?")  # a stream id, or "<stream id>/<k>" (see sse.Message)
 #: Redis connections of one server; a request waits (up to SOCKET_TIMEOUT) for a free one.
 REDIS_CONNECTIONS = 64
+#: Bytes of a request body read whole (no route reads one now: uploads stream).
+BODY_READ_LIMIT = 1024 * 1024
+#: Connections the kernel queues before they are accepted.
+BACKLOG = 1024
 #: Open SSE responses, closed on shutdown (a set: aiohttp's AppKey cannot hold a WeakSet type).
 _STREAMS: web.AppKey[set[EventSourceResponse]] = web.AppKey("streams")
 
@@ -63,7 +70,7 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
     except web.HTTPException as exc:
         if not request.path.startswith("/api/") or exc.status < 400:
             raise
-        headers = {k: v for k, v in exc.headers.items() if k in ("WWW-Authenticate", "Allow")}
+        headers = {k: v for k, v in exc.headers.items() if k in ("WWW-Authenticate", "Allow", "Retry-After")}
         return web.json_response(
             {"error": {"status": exc.status, "message": exc.reason}}, status=exc.status, headers=headers
         )
@@ -135,16 +142,21 @@ async def prometheus(request: web.Request) -> web.Response:
 
 
 def create_app(settings: ServerSettings) -> web.Application:
-    """The server's application for ``settings`` (run it with ``web.run_app`` or an AppRunner)."""
+    """The server's application for ``settings`` (run it with :func:`serve`, or an AppRunner and a site)."""
+    connections = Connections(settings.max_connections, settings.idle_timeout)
     middlewares: list[Middleware] = [
+        connections.middleware,
         count_requests,
         errors_as_json,
         refuse_cross_site,
         make_auth(settings.tokens, settings.workspace.workspace),
         check_path_ids,
     ]
-    app = web.Application(middlewares=middlewares, client_max_size=settings.max_upload)  # type: ignore[arg-type]  # aiohttp's Middleware protocol vs a plain callable
+    # client_max_size bounds a body read whole; none is (uploads stream, see .uploads).
+    app = web.Application(middlewares=middlewares, client_max_size=BODY_READ_LIMIT)  # type: ignore[arg-type]  # aiohttp's Middleware protocol vs a plain callable
     app[SETTINGS] = settings
+    app[CONNECTIONS] = connections
+    app[UPLOADS] = asyncio.Semaphore(settings.max_uploads)
     app[_STREAMS] = set()
     app[SERIES_CACHE] = SeriesCache()
     app[_REQUESTS] = Counter()
@@ -224,10 +236,47 @@ async def _close_streams(app: web.Application) -> None:
     help="Bearer tokens, one a line: WORKSPACE:TOKEN, or TOKEN for any workspace.",
 )
 @click.option("--json/--console", "json_logs", default=None, help="Log format (default: JSON unless on a terminal).")
-def serve_command(host: str, port: int, token_file: str | None, json_logs: bool | None) -> None:
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=MAX_CONNECTIONS,
+    show_default=True,
+    help="Connections open at once; past it the longest idle one is closed, or the new one gets 503.",
+)
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(min=0.1),
+    default=IDLE_TIMEOUT,
+    show_default=True,
+    help="Seconds a connection may stay without a request in progress (slow headers included).",
+)
+def serve_command(  # one parameter per option
+    host: str, port: int, token_file: str | None, json_logs: bool | None, max_connections: int, idle_timeout: float
+) -> None:
     """Serve the REST API, live updates and the web pages."""
     configure_logging(json=json_logs)
     settings = ServerSettings(
-        workspace=Settings.from_config(), host=host, port=port, tokens=load_tokens(None, token_file)
+        workspace=Settings.from_config(),
+        host=host,
+        port=port,
+        tokens=load_tokens(None, token_file),
+        max_connections=max_connections,
+        idle_timeout=idle_timeout,
     )
-    web.run_app(create_app(settings), host=host, port=port, print=None)
+    asyncio.run(serve(settings))
+
+
+async def serve(settings: ServerSettings) -> None:
+    """Serve ``settings``'s application until SIGINT or SIGTERM, its connections bounded
+    (:class:`~.connections.LimitedSite`; aiohttp's keep-alive timeout is ``idle_timeout``)."""
+    runner = web.AppRunner(create_app(settings), handle_signals=False, keepalive_timeout=settings.idle_timeout)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await LimitedSite(runner, settings.host, settings.port, backlog=BACKLOG).start()
+        await stop.wait()
+    finally:
+        await runner.cleanup()

@@ -15,7 +15,13 @@ from runstream.config import Settings
 from runstream.errors import ConfigError
 from runstream.keys import check_identifier
 
-__all__ = ["ServerSettings", "load_tokens", "parse_token", "scoped_tokens"]
+__all__ = ["IDLE_TIMEOUT", "MAX_CONNECTIONS", "ServerSettings", "load_tokens", "parse_token", "scoped_tokens"]
+
+#: Seconds a connection may stay without a request in progress (``ServerSettings.idle_timeout``).
+IDLE_TIMEOUT = 15.0
+#: Connections open at once (``ServerSettings.max_connections``); deploy/'s units allow the
+#: process four times as many file descriptors (Redis connections, files being served).
+MAX_CONNECTIONS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +37,14 @@ class ServerSettings:
         client_buffer: bytes of SSE messages that may wait unsent for one client (its
             connection not keeping up) before it is dropped.
         max_upload: bytes a file upload may hold; a bigger one gets 413 and stores nothing.
+        max_uploads: uploads streamed to disk at once; one more gets 503 with ``Retry-After``.
+        upload_stall: seconds an upload may go without sending a byte before it gets 408
+            (and stores nothing).
+        idle_timeout: seconds a connection may stay without a request in progress, from
+            its opening or the end of its last request; then it is closed (a client that
+            sends its headers a byte a second among them).
+        max_connections: connections open at once; at the limit a new one replaces the one
+            idle longest, or, when every one is in a request, gets 503 and is closed.
 
     Raises:
         ConfigError: a token entry is malformed (see :func:`parse_token`).
@@ -42,6 +56,10 @@ class ServerSettings:
     tokens: frozenset[str] = field(default=frozenset(), repr=False)
     client_buffer: int = 1024 * 1024
     max_upload: int = 1024**3
+    max_uploads: int = 4
+    upload_stall: float = 60.0
+    idle_timeout: float = IDLE_TIMEOUT
+    max_connections: int = MAX_CONNECTIONS
 
     def __post_init__(self) -> None:
         for entry in self.tokens:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from runstream.artifacts import LocalArtifactStore
@@ -11,7 +13,7 @@ from runstream.consumer.series_cache import SeriesCache
 from runstream.consumer.settings import ServerSettings
 from runstream.consumer.sse import FeedHub
 
-__all__ = ["HUB", "READER", "REDIS", "SERIES_CACHE", "SETTINGS", "STORE"]
+__all__ = ["HUB", "READER", "REDIS", "SERIES_CACHE", "SETTINGS", "STORE", "UPLOADS"]
 
 SETTINGS = web.AppKey("settings", ServerSettings)
 REDIS = web.AppKey[RedisClient]("redis")
@@ -19,3 +21,5 @@ READER = web.AppKey("reader", RecordReader)
 HUB = web.AppKey("hub", FeedHub)
 STORE = web.AppKey("store", LocalArtifactStore)
 SERIES_CACHE = web.AppKey("series_cache", SeriesCache)
+#: Uploads in progress: at most ``ServerSettings.max_uploads`` hold it at once.
+UPLOADS = web.AppKey("uploads", asyncio.Semaphore)

@@ -15,15 +15,17 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol, runtime_checkable
+from types import TracebackType
+from typing import BinaryIO, Protocol, Self, runtime_checkable
 
 from runstream.errors import InvalidNameError
 from runstream.keys import check_run_id
 from runstream.validation import check_file_name
 
-__all__ = ["ArtifactStore", "LocalArtifactStore", "StoredFile"]
+__all__ = ["ArtifactStore", "LocalArtifactStore", "StoredFile", "Upload"]
 
 _CHUNK = 1024 * 1024
 
@@ -54,6 +56,73 @@ class ArtifactStore(Protocol):
         ...
 
 
+class Upload:
+    """One file being written to a :class:`LocalArtifactStore`: a temporary file beside its
+    target, renamed into place by :meth:`commit` (atomic: readers see all of it or nothing).
+
+    Its methods may be called from any thread, one at a time or not (guarded by a lock:
+    an abort from one thread waits for a write in flight on another to finish).
+    """
+
+    def __init__(self, target: Path, name: str) -> None:
+        self.name = name
+        self.size = 0
+        self._target = target
+        self._digest = hashlib.sha256()
+        self._lock = threading.Lock()
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
+        self._tmp = Path(tmp)
+        self._out: BinaryIO | None = os.fdopen(fd, "wb")
+
+    def write(self, chunk: bytes) -> None:
+        """Append ``chunk`` to the file.
+
+        Raises:
+            ValueError: the upload was committed or aborted.
+        """
+        with self._lock:
+            if self._out is None:
+                raise ValueError(f"upload of {self.name!r} is closed")
+            self._out.write(chunk)
+            self._digest.update(chunk)
+            self.size += len(chunk)
+
+    def commit(self) -> StoredFile:
+        """Put the file in place under its name and say what was stored.
+
+        Raises:
+            ValueError: the upload was committed or aborted.
+            OSError: its name cannot be a file (a folder took its place meanwhile); the
+                upload is aborted.
+        """
+        with self._lock:
+            if self._out is None:
+                raise ValueError(f"upload of {self.name!r} is closed")
+            out, self._out = self._out, None
+            try:
+                out.close()
+                self._tmp.replace(self._target)
+            except BaseException:
+                self._tmp.unlink(missing_ok=True)
+                raise
+        return StoredFile(name=self.name, size=self.size, sha256=self._digest.hexdigest())
+
+    def abort(self) -> None:
+        """Drop what was written (nothing shows under the name); a no-op once committed or aborted."""
+        with self._lock:
+            if self._out is None:
+                return
+            out, self._out = self._out, None
+            out.close()
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.abort()
+
+
 class LocalArtifactStore:
     """Files in a local folder; writes are atomic (temp file, then rename)."""
 
@@ -80,22 +149,23 @@ class LocalArtifactStore:
         return path
 
     def put(self, run_id: str, name: str, source: BinaryIO) -> StoredFile:
+        with self.open_upload(run_id, name) as upload:
+            while chunk := source.read(_CHUNK):
+                upload.write(chunk)
+            return upload.commit()
+
+    def open_upload(self, run_id: str, name: str) -> Upload:
+        """A file of the run being written chunk by chunk (a streamed HTTP upload): nothing
+        shows under ``name`` until :meth:`Upload.commit`, and an upload left without a
+        commit (``with`` block, or :meth:`Upload.abort`) leaves nothing behind.
+
+        Raises:
+            InvalidNameError: as :meth:`path_of`.
+            OSError: ``name`` cannot be a file (a folder of the run, or below one of its files).
+        """
         target = self.path_of(run_id, name)
         target.parent.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256()
-        size = 0
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                while chunk := source.read(_CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-            Path(tmp).replace(target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return StoredFile(name=check_file_name(name), size=size, sha256=digest.hexdigest())
+        return Upload(target, check_file_name(name))
 
     def names(self, run_id: str) -> list[str]:
         run_dir = self._run_dir(run_id)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from runstream.consumer.server import REDIS_CONNECTIONS
+from runstream.consumer.settings import MAX_CONNECTIONS
 from tests.deploy.files import SYSTEMD, UNITS, env_file, service_setting, unit
 
 ENV_FILE = "/etc/runstream/runstream.env"
@@ -42,3 +44,12 @@ class TestSystemd:
         data_dir = env_file(SYSTEMD / "runstream.env.example")["RUNSTREAM_DATA_DIR"]
 
         assert data_dir == service_setting("runstream-server.service", "ReadWritePaths")
+
+    @pytest.mark.parametrize("name", UNITS)
+    def test_file_descriptors_are_bounded(self, name: str) -> None:
+        assert int(service_setting(name, "LimitNOFILE")) >= 1024
+
+    def test_server_has_descriptors_for_its_connection_limit(self) -> None:
+        limit = int(service_setting("runstream-server.service", "LimitNOFILE"))
+
+        assert limit >= 2 * (MAX_CONNECTIONS + REDIS_CONNECTIONS)  # and files served, logs, the spool
