@@ -19,7 +19,14 @@ __all__ = ["openapi_document"]
 _EXTRA = (
     ("GET", "/api/v1/runs/{run_id}/events", "A run's live updates (text/event-stream; Last-Event-ID resumes)", ()),
     ("GET", "/api/v1/openapi.json", "This document", ()),
-    ("GET", "/api/v1/health", "Collectors' counters and the server's SSE figures", ()),
+    (
+        "GET",
+        "/api/v1/health",
+        "The pipeline's health: collectors alive, lag, Redis memory, eviction policy, persistence; why degraded",
+        (),
+    ),
+    ("GET", "/api/v1/health/live", "Liveness (no token): {status: up} while the server serves", ()),
+    ("GET", "/api/v1/health/ready", "Readiness (no token): 200 while Redis answers, else 503", ()),
 )
 
 

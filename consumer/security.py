@@ -94,12 +94,13 @@ def _matches(given: str, tokens: frozenset[bytes]) -> bool:
     return any(hmac.compare_digest(raw, token) for token in tokens)
 
 
-def make_auth(tokens: frozenset[str], workspace: str) -> Middleware:
+def make_auth(tokens: frozenset[str], workspace: str, public: frozenset[str] = frozenset()) -> Middleware:
     """The middleware that lets in requests holding a token that opens ``workspace``.
 
     ``tokens`` are entries as :func:`~.settings.parse_token` reads them.  With none,
     everything is served.  A token scoped to another workspace gets 403, any other
-    token (or none) 401.
+    token (or none) 401.  The paths in ``public`` (the probes, which reveal nothing)
+    need none.
     """
     opening, scoped_elsewhere = scoped_tokens(tokens, workspace)
     here, elsewhere = frozenset(t.encode() for t in opening), frozenset(t.encode() for t in scoped_elsewhere)
@@ -108,6 +109,8 @@ def make_auth(tokens: frozenset[str], workspace: str) -> Middleware:
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         """With tokens configured, nothing is served without one that opens this workspace."""
         given = _token_of(request)
+        if request.path in public:
+            return await handler(request)
         if not tokens or (given and _matches(given, here)):
             response = await handler(request)
             if tokens and request.query.get("token") and not response.prepared:

@@ -24,12 +24,13 @@ from aiohttp_sse import EventSourceResponse, sse_response
 from redis.exceptions import RedisClusterException, RedisError
 
 from runstream.artifacts import LocalArtifactStore
+from runstream.cli_errors import explained
 from runstream.config import Settings
 from runstream.connection import SOCKET_TIMEOUT, RedisClient, connect, mask_url, seed_nodes, single_node
 from runstream.consumer.api import ROUTES
 from runstream.consumer.connections import CONNECTIONS, Connections, LimitedSite
 from runstream.consumer.downsample import warm_up
-from runstream.consumer.health import health
+from runstream.consumer.health import LIVE_PATH, READY_PATH, check_redis_at_start, health, live, ready
 from runstream.consumer.openapi import openapi_document
 from runstream.consumer.pages import add_pages, page_csp
 from runstream.consumer.reader import RecordReader
@@ -149,7 +150,7 @@ def create_app(settings: ServerSettings) -> web.Application:
         count_requests,
         errors_as_json,
         refuse_cross_site,
-        make_auth(settings.tokens, settings.workspace.workspace),
+        make_auth(settings.tokens, settings.workspace.workspace, public=frozenset({LIVE_PATH, READY_PATH})),
         check_path_ids,
     ]
     # client_max_size bounds a body read whole; none is (uploads stream, see .uploads).
@@ -169,6 +170,8 @@ def create_app(settings: ServerSettings) -> web.Application:
     app.router.add_get("/api/v1/runs/{run_id}/events", run_events)
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_get("/api/v1/health", health)
+    app.router.add_get(LIVE_PATH, live)
+    app.router.add_get(READY_PATH, ready)
     app.router.add_get("/metrics", prometheus)
     add_pages(app.router)
     return app
@@ -215,6 +218,7 @@ async def _redis_context(app: web.Application) -> AsyncIterator[None]:
         app[REDIS] = client
         app[READER] = RecordReader(client, keys)
         app[HUB] = FeedHub(client, keys, app[SETTINGS].client_buffer)
+        await check_redis_at_start(client, settings.redis_url)
         warm_up()
         _log.info("server_ready", workspace=settings.workspace)
         yield
@@ -255,15 +259,17 @@ def serve_command(  # one parameter per option
 ) -> None:
     """Serve the REST API, live updates and the web pages."""
     configure_logging(json=json_logs)
-    settings = ServerSettings(
-        workspace=Settings.from_config(),
-        host=host,
-        port=port,
-        tokens=load_tokens(None, token_file),
-        max_connections=max_connections,
-        idle_timeout=idle_timeout,
-    )
-    asyncio.run(serve(settings))
+    with explained():  # no workspace configured, a malformed token: one line, exit 1
+        settings = ServerSettings(
+            workspace=Settings.from_config(),
+            host=host,
+            port=port,
+            tokens=load_tokens(None, token_file),
+            max_connections=max_connections,
+            idle_timeout=idle_timeout,
+        )
+    with explained(settings.workspace.redis_url, who="this server"):  # an evicting Redis: one line, exit 1
+        asyncio.run(serve(settings))
 
 
 async def serve(settings: ServerSettings) -> None:

@@ -40,6 +40,9 @@ MANIFEST_SETS = {
 }
 SYSTEMD = DEPLOY / "systemd"
 HEALTH_PATH = "/api/v1/health"
+#: The token-free probes: readiness (Redis answers) and liveness (the process serves).
+READY_PATH = "/api/v1/health/ready"
+LIVE_PATH = "/api/v1/health/live"
 _COMPOSE_DEFAULT = re.compile(r"\$\{\w+:-([^}]*)\}")  # ${NAME:-default}, as compose resolves it unset
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from tests.deploy.files import (
-    HEALTH_PATH,
+    READY_PATH,
     compose,
     compose_command,
     compose_environment,
@@ -44,7 +44,7 @@ class TestCompose:
         _, params = parse_command_line(compose_command(server))
         check = " ".join(server["healthcheck"]["test"])
 
-        assert f":{params['port']}{HEALTH_PATH}" in check
+        assert f":{params['port']}{READY_PATH}'" in check
         assert any(str(p).endswith(f":{params['port']}") for p in server["ports"])
 
     def test_server_data_dir_is_a_volume(self) -> None:

@@ -41,6 +41,7 @@ from tests.deploy.cluster import (
 from tests.deploy.files import (
     COMPOSE_CLUSTER,
     HEALTH_PATH,
+    READY_PATH,
     compose,
     compose_command,
     compose_environment,
@@ -173,7 +174,7 @@ class TestComposeCluster:
 
         assert params["port"] == int(target)
         assert server["deploy"]["replicas"] <= int(last or first) - int(first) + 1
-        assert f":{params['port']}{HEALTH_PATH}" in " ".join(server["healthcheck"]["test"])
+        assert f":{params['port']}{READY_PATH}'" in " ".join(server["healthcheck"]["test"])
 
     def test_server_data_dir_is_a_volume(self) -> None:
         (server,) = compose_services("serve", COMPOSE_CLUSTER)

@@ -8,8 +8,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.deploy.files import (
-    HEALTH_PATH,
+    LIVE_PATH,
     MANIFEST_SETS,
+    READY_PATH,
     container_port,
     final_stage,
     k8s_environment,
@@ -131,19 +132,19 @@ class TestKubernetesObjects:
 
 
 class TestKubernetesServer:
-    """Servers: 2 replicas, probes on /api/v1/health at the port they serve, behind a Service."""
+    """Servers: 2 replicas, token-free probes (/api/v1/health/ready, /live) at the port they serve, behind a Service."""
 
     def test_replicas(self, variant: str) -> None:
         assert 2 <= k8s_object("Deployment", "runstream-server", variant)["spec"]["replicas"]
 
-    @pytest.mark.parametrize("probe", ["readinessProbe", "livenessProbe"])
-    def test_probe_on_health_at_the_served_port(self, variant: str, probe: str) -> None:
+    @pytest.mark.parametrize(("probe", "path"), [("readinessProbe", READY_PATH), ("livenessProbe", LIVE_PATH)])
+    def test_probe_on_health_at_the_served_port(self, variant: str, probe: str, path: str) -> None:
         container = only_container(k8s_object("Deployment", "runstream-server", variant))
         check = container[probe]["httpGet"]
         _, params = parse_command_line(container["args"])
         (port,) = container["ports"]
 
-        assert HEALTH_PATH == check["path"]
+        assert path == check["path"]
         assert params["port"] == container_port(container, check["port"]) == port["containerPort"]
 
     def test_service_targets_the_served_port(self, variant: str) -> None:
