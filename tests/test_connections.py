@@ -83,7 +83,9 @@ class TestIdleConnections:
             if closed_within(sock, 1.0):  # the next byte a second later
                 break
 
-        assert sent <= 2 * IDLE_TIMEOUT + 1 < len(SLOW_REQUEST), f"{sent} of {len(SLOW_REQUEST)} bytes sent"
+        # Cut after about IDLE_TIMEOUT bytes; the bound leaves room for a loaded machine, and is far
+        # below the whole request (what a server without the bound lets a client trickle).
+        assert sent <= 5 * IDLE_TIMEOUT < len(SLOW_REQUEST), f"{sent} of {len(SLOW_REQUEST)} bytes sent"
 
     def test_silent_and_kept_alive_connections_are_closed(
         self, server: ServeProcess, sockets: list[socket.socket]
