@@ -662,6 +662,16 @@ def refused(fields: Fields) -> bool:
     return False
 
 
+def assert_letter_keeps(fields: Fields, letter: dict[bytes, bytes]) -> None:
+    """A dead letter keeps the entry's fields whole, or (an oversized one) their start and what it cut."""
+    kept = {k[2:]: v for k, v in letter.items() if k.startswith(b"f:")}
+    if sum(len(k) + len(v) for k, v in fields.items()) <= LETTER_FIELD_BYTES:
+        assert fields == kept, "the dead letter keeps the entry's fields"
+    else:
+        assert fields_digest(fields).encode() == letter[b"sha256"]
+        assert all(fields[k].startswith(v) for k, v in kept.items())
+
+
 class TestFuzz:
     """Garbage mixed with a real run's batches: the run stays intact, the garbage is dead-lettered, nothing pends."""
 
@@ -721,12 +731,7 @@ class TestFuzz:
             assert set(sent) == set(by_origin)
             assert all(f[b"reason"] for f in by_origin.values())
             for origin, fields in sent.items():
-                kept = {k[2:]: v for k, v in by_origin[origin].items() if k.startswith(b"f:")}
-                if sum(len(k) + len(v) for k, v in fields.items()) <= LETTER_FIELD_BYTES:
-                    assert fields == kept, f"dead letter of {origin} keeps the entry's fields"
-                else:  # the oversized one: its letter keeps the start, and says what it cut
-                    assert fields_digest(fields).encode() == by_origin[origin][b"sha256"]
-                    assert all(fields[k].startswith(v) for k, v in kept.items())
+                assert_letter_keeps(fields, by_origin[origin])
             assert [float(i) for i in range(5000)] == series.values
             assert list(range(5000)) == series.steps
             assert "5000" == text_hash(client, keys.metric_counts(run.id))["loss"]
