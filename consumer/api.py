@@ -22,6 +22,7 @@ from runstream.consumer.reader import RecordReader, time_or_none, unpack_values
 from runstream.consumer.replies import json_reply, require_run
 from runstream.consumer.state import READER, SERIES_CACHE, SETTINGS
 from runstream.consumer.uploads import upload_file
+from runstream.errors import RunstreamError
 from runstream.events import TERMINAL_STATUSES
 
 __all__ = ["MAX_POINTS_CAP", "MAX_POINTS_DEFAULT", "OUTPUT_LINES_CAP", "OUTPUT_LINES_DEFAULT", "ROUTES", "Route"]
@@ -223,10 +224,12 @@ async def cancel_run(request: web.Request) -> web.Response:
         raise web.HTTPConflict(reason=f"run {run_id} has ended {meta['status']}: there is nothing to cancel")
     workspace = Workspace.from_settings(request.app[SETTINGS].workspace)
     run = Run(Experiment(workspace, meta["experiment"]), run_id)
-    await asyncio.to_thread(run.cancel)
-    status = (await reader.meta(run_id)).get("status")  # the record, once the cancel is applied (or not yet)
-    if status in TERMINAL_STATUSES and status != "Canceled":
-        raise web.HTTPConflict(reason=f"run {run_id} ended {status} before the cancel arrived: it stays {status}")
+    try:
+        await asyncio.to_thread(run.cancel)
+    except RunstreamError:  # the run ended otherwise while the cancel was on its way (the SDK read it back)
+        raise web.HTTPConflict(
+            reason=f"run {run_id} ended {run.status} before the cancel arrived: it stays {run.status}"
+        ) from None
     return json_reply({"id": run_id, "status": "Canceled"}, status=202)
 
 
