@@ -96,8 +96,9 @@ class Reporter:
         self.look = asyncio.Event()
 
     def counters(self) -> dict[str, Any]:
-        """The counters as published (and logged)."""
-        return {**asdict(self._stats), "outage": self._outage.report()}
+        """The counters as published (and logged); the lease TTL tells readers (the server's
+        health) how long a silent collector may still be alive."""
+        return {**asdict(self._stats), "outage": self._outage.report(), "lease_ttl": self._lease_ttl}
 
     async def run(self, stop: asyncio.Event, grow: Callable[[int], Awaitable[None]]) -> None:
         """Report every third of the lease TTL until ``stop``; then withdraw the report.

@@ -30,7 +30,8 @@ from runstream.collector import CollectorSettings
 from runstream.collector.background import BackgroundCollector
 from runstream.config import DATA_DIR_NAME, INSTANCE_FILE, Instance, Settings, read_instance
 from runstream.connection import mask_url
-from runstream.consumer.server import create_app
+from runstream.consumer.connections import LimitedSite
+from runstream.consumer.server import BACKLOG, create_app
 from runstream.consumer.settings import ServerSettings
 from runstream.errors import ConfigError
 from runstream.logconfig import configure_logging
@@ -117,9 +118,11 @@ class EmbeddedStack:
         server_url = f"http://{self.host}:{self.port}"
         settings = Settings(redis_url, workspace=self.workspace, server_url=server_url, data_dir=self.data_dir)
         self.collector = await asyncio.to_thread(BackgroundCollector(CollectorSettings(workspace=settings)).start)
-        self.runner = web.AppRunner(create_app(ServerSettings(workspace=settings, host=self.host, port=self.port)))
+        server = ServerSettings(workspace=settings, host=self.host, port=self.port)
+        # As `runstream serve` runs it: connections bounded, idle ones closed (slow headers too).
+        self.runner = web.AppRunner(create_app(server), keepalive_timeout=server.idle_timeout)
         await self.runner.setup()
-        await web.TCPSite(self.runner, self.host, self.port).start()
+        await LimitedSite(self.runner, self.host, self.port, backlog=BACKLOG).start()
         instance = Instance(redis_url, server_url, os.getpid())
         record = {"redis_url": redis_url, "server_url": server_url, "pid": instance.pid, "started_at": time.time()}
         (self.data_dir / INSTANCE_FILE).write_text(json.dumps(record), encoding="utf-8")

@@ -136,6 +136,7 @@ class TestHealthReport:
 
         assert ("ok", []) == (health["status"], health["reasons"])
         assert collector["alive"]
+        assert 2.0 == collector["lease_ttl"]  # start_collector's: what "alive" is judged by
         assert 0 == health["lag"]
         assert {"maxmemory_policy": "noeviction", "aof_enabled": True, "persistent": True} == {
             k: health["redis"][k] for k in ("maxmemory_policy", "aof_enabled", "persistent")
