@@ -339,7 +339,15 @@ class TestLongOutage:
         started = Batch(run_id, "gone", 1, [RunStarted("full", run_id, None, "Running", time.time())])
         admin.xadd(keys.ingest_for(run_id), cast("dict[FieldT, EncodableT]", dict(encode_batch(started))))
         collector = start_collector(own_workspace, lease_ttl=1.0, heartbeat_timeout=silent, heartbeat_lost_after=lost)
-        wait_until(lambda: alive(collector) and admin.zscore(keys.live_runs(), run_id) is not None, what="the run live")
+        # (the live-run index is written before the record: wait for both)
+        wait_until(
+            lambda: (
+                alive(collector)
+                and admin.hget(keys.meta(run_id), "status") == b"Running"
+                and admin.zscore(keys.live_runs(), run_id) is not None
+            ),
+            what="the run live",
+        )
         beat = cast("float", admin.zscore(keys.live_runs(), run_id))
         fill(admin)
         wait_until(lambda: time.time() > beat + lost + 1.0, what="the run silent past the lost bound")  # the scenario
