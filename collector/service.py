@@ -243,8 +243,17 @@ class Collector:
                     self._set_owned(shard, False)
         finally:
             if owned:
-                await self._leases.release(lease)
-                log.info("shard_released")
+                await self._release(lease, log)
+
+    async def _release(self, lease: str, log: BoundLogger) -> None:
+        """Give a shard's lease back as the loop ends; a Redis out of reach then (its node
+        just failed over, say) only leaves the lease to lapse by itself within its TTL."""
+        try:
+            await self._leases.release(lease)
+        except UNREACHABLE as exc:
+            log.warning("shard_release_failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        log.info("shard_released")
 
     def _met_outage(self, shard: int, owned: bool, exc: BaseException) -> tuple[bool, float]:
         """Note an outage that a shard's loop met: whether the shard still counts as ours, and
