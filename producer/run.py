@@ -17,12 +17,12 @@ import secrets
 import sys
 import threading
 import time
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, Self, TypeVar
 
+from runstream import _lifecycle
 from runstream._batcher import Item, RunHandle
 from runstream._offline import MetricValue, OfflineRecorder
 from runstream._readback import READ_BOUND, await_applied, read_back
@@ -132,7 +132,7 @@ class Run:
         run.status = status
         run._emit(RunStarted(experiment.name, run.display_name, parent_id, status, _now()))
         if status == "Running":  # an interactive run: this process finishes it at exit
-            _UNFINISHED.add(run)
+            _lifecycle.opened(run)
         return run
 
     @classmethod
@@ -363,7 +363,7 @@ class Run:
         if self._finished:
             raise RunstreamError(f"run {self.id} is already {self.status}")
         self._finished = True
-        _UNFINISHED.discard(self)
+        _lifecycle.settled(self)
         if self._handle is not None:
             get_logger().retire(self._handle)  # first, so no heartbeat follows the status
         self._emit(StatusChanged(status, error, _now()))
@@ -566,23 +566,6 @@ class _OfflineFiles:
 
     def open(self, run_id: str, name: str) -> BinaryIO:
         raise FileNotFoundError(f"an offline run keeps no file contents ({name!r})")
-
-
-_UNFINISHED: weakref.WeakSet[Run] = weakref.WeakSet()
-
-
-def _finish_at_exit() -> None:
-    """Runs this process started and left running: completed, or failed if the
-    interpreter is exiting on an uncaught exception (as W&B and MLflow do)."""
-    error = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
-    for run in list(_UNFINISHED):
-        if error is not None:
-            run._finish("Failed", f"{type(error).__name__}: {error}", None)  # module-private
-        else:
-            run._finish("Completed", None, None)  # module-private
-
-
-get_logger().add_exit_hook(_finish_at_exit)
 
 
 _OUTPUT_FLUSHER: list[threading.Thread] = []
