@@ -8,14 +8,11 @@ stored synchronously in the workspace's artifact store, then recorded as events.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import io
 import os
 import re
 import secrets
-import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -24,6 +21,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, Self, TypeVar
 
 from runstream import _lifecycle
 from runstream._batcher import Item, RunHandle
+from runstream._context import submitted_run
 from runstream._offline import MetricValue, OfflineRecorder
 from runstream._readback import READ_BOUND, await_applied, read_back
 from runstream.artifacts import ArtifactStore, StoredFile
@@ -69,7 +67,6 @@ T = TypeVar("T")
 __all__ = ["Run"]
 
 _now = time.time
-_RUN_ID = re.compile(r"(?P<experiment>.+)_(?P<seconds>\d+)_(?P<hex>[0-9a-f]{8})")
 _UNSAFE_FILE_CHARS = re.compile(r"[^\w.-]+")
 
 
@@ -491,18 +488,14 @@ class Run:
         returns that run.  Elsewhere it returns an offline run that shows what is
         logged and keeps it in memory, unless ``allow_offline`` is False.
         """
-        run_id = os.environ.get("RUNSTREAM_RUN_ID")
-        if not run_id:
+        submitted = submitted_run()
+        if submitted is None:
             if not allow_offline:
                 raise RunstreamError("not inside a submitted run: RUNSTREAM_RUN_ID is not set")
             return OfflineRun()
         from runstream.experiment import Experiment  # experiment imports run: a cycle
 
-        match = _RUN_ID.fullmatch(run_id)
-        experiment_name = os.environ.get("RUNSTREAM_EXPERIMENT") or (match["experiment"] if match else None)
-        if not experiment_name:
-            raise ConfigError(f"cannot tell the experiment of run {run_id!r}: set RUNSTREAM_EXPERIMENT")
-        _flush_output_every(os.environ.get("RUNSTREAM_OUTPUT_FLUSH"))
+        experiment_name, run_id = submitted
         return cls(Experiment(Workspace.from_config(), experiment_name), run_id)
 
     def get_portal_url(self) -> str:
@@ -566,25 +559,3 @@ class _OfflineFiles:
 
     def open(self, run_id: str, name: str) -> BinaryIO:
         raise FileNotFoundError(f"an offline run keeps no file contents ({name!r})")
-
-
-_OUTPUT_FLUSHER: list[threading.Thread] = []
-
-
-def _flush_output_every(seconds: str | None) -> None:
-    """In a submitted script: flush stdout and stderr every ``seconds``, so its output shows
-    live while it is written in blocks (no write per line, as unbuffered output would do)."""
-    if not seconds or _OUTPUT_FLUSHER:
-        return
-    period = float(seconds)
-
-    def flush_forever() -> None:
-        while True:
-            time.sleep(period)
-            for stream in (sys.stdout, sys.stderr):
-                with contextlib.suppress(ValueError, OSError):  # closed at exit
-                    stream.flush()
-
-    thread = threading.Thread(target=flush_forever, name="runstream-output-flush", daemon=True)
-    thread.start()
-    _OUTPUT_FLUSHER.append(thread)
