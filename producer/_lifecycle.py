@@ -4,44 +4,65 @@ An interactive run (``exp.start_logging()``, ``run.child_run()``) that its scrip
 never completes is finished when the process exits, through the logger's exit hook
 (which runs before the logger's final flush): Completed, or Failed if the interpreter
 is exiting on an uncaught exception (as W&B and MLflow do).  :class:`~runstream.run.Run`
-registers a run here when it starts and takes it off when it finishes itself.
+registers a run here when it starts and takes it off when any object of the run
+finishes it.
+
+The registry holds what finishing needs (the run's handle and the function that
+queues its events) strongly, not the ``Run`` object: a run whose object was dropped
+(``exp.start_logging().log(...)``) is finished like any other.
+
+Guarded by the GIL: each change is one dict operation, from whichever thread starts or
+finishes a run, or from the exit hook.
 """
 
 from __future__ import annotations
 
 import sys
-import weakref
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Callable
+from typing import Final
 
+from runstream._batcher import Item, RunHandle
+from runstream.events import Status, StatusChanged
 from runstream.logger import get_logger
 
-if TYPE_CHECKING:
-    from runstream.run import Run
+__all__ = ["finish_at_exit", "opened", "settle"]
 
-__all__ = ["finish_at_exit", "opened", "settled"]
-
-_UNFINISHED: weakref.WeakSet[Run] = weakref.WeakSet()
-
-
-def opened(run: Run) -> None:
-    """``run`` was started here: finish it at exit unless it finishes itself first."""
-    _UNFINISHED.add(run)
+#: Runs this process started and has not finished: handle -> how to queue an event of it.
+_OPEN: Final[dict[RunHandle, Callable[[Item], None]]] = {}
+#: Runs the exit hook finished, with the status it gave them.
+_ENDED_AT_EXIT: Final[dict[RunHandle, Status]] = {}
 
 
-def settled(run: Run) -> None:
-    """``run`` is finishing itself: nothing to do for it at exit."""
-    _UNFINISHED.discard(run)
+def opened(handle: RunHandle, append: Callable[[Item], None]) -> None:
+    """The run of ``handle`` was started here: finish it at exit unless it is finished first."""
+    _OPEN[handle] = append
+
+
+def settle(handle: RunHandle) -> Status | None:
+    """The run of ``handle`` is being finished (by any of its objects): nothing to do for it at exit.
+
+    Returns:
+        The status the exit hook gave it, if the exit finished it already; else None.
+    """
+    _OPEN.pop(handle, None)
+    return _ENDED_AT_EXIT.get(handle)
 
 
 def finish_at_exit() -> None:
     """Runs this process started and left running: completed, or failed if the
     interpreter is exiting on an uncaught exception."""
     error = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
-    for run in list(_UNFINISHED):
-        if error is not None:
-            run._finish("Failed", f"{type(error).__name__}: {error}", None)  # the package's own
-        else:
-            run._finish("Completed", None, None)  # the package's own
+    status: Status = "Completed" if error is None else "Failed"
+    message = None if error is None else f"{type(error).__name__}: {error}"
+    logger = get_logger()
+    for handle in list(_OPEN):
+        append = _OPEN.pop(handle, None)
+        if append is None:  # finished by another thread since the list was taken
+            continue
+        _ENDED_AT_EXIT[handle] = status
+        logger.retire(handle)  # first, so no heartbeat follows the status
+        append((handle.index, StatusChanged(status, message, time.time())))
 
 
 get_logger().add_exit_hook(finish_at_exit)

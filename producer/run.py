@@ -128,8 +128,8 @@ class Run:
         run._attach(experiment, run_id, display_name or run_id, parent_id, live=status == "Running")
         run.status = status
         run._emit(RunStarted(experiment.name, run.display_name, parent_id, status, _now()))
-        if status == "Running":  # an interactive run: this process finishes it at exit
-            _lifecycle.opened(run)
+        if status == "Running" and run._handle is not None:  # interactive: this process finishes it at exit
+            _lifecycle.opened(run._handle, run._append)
         return run
 
     @classmethod
@@ -360,8 +360,11 @@ class Run:
         if self._finished:
             raise RunstreamError(f"run {self.id} is already {self.status}")
         self._finished = True
-        _lifecycle.settled(self)
         if self._handle is not None:
+            ended = _lifecycle.settle(self._handle)
+            if ended is not None:  # a thread or hook still running after the logger's exit finished it
+                self.status = ended
+                raise RunstreamError(f"run {self.id} was finished {ended} at exit")
             get_logger().retire(self._handle)  # first, so no heartbeat follows the status
         self._emit(StatusChanged(status, error, _now()))
         self.status = status
