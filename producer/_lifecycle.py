@@ -11,18 +11,26 @@ The registry holds what finishing needs (the run's handle and the function that
 queues its events) strongly, not the ``Run`` object: a run whose object was dropped
 (``exp.start_logging().log(...)``) is finished like any other.
 
+A forked child inherits the registry, but the runs in it are its parent's: the child
+forgets them (and sends no heartbeats for them), so its exit never ends them.  Runs
+the child starts itself are its own, finished at its exit.  A child that leaves
+through ``os._exit`` (every multiprocessing child) gets its final flush from
+:mod:`runstream._exit_paths`, which this module sets up.
+
 Guarded by the GIL: each change is one dict operation, from whichever thread starts or
 finishes a run, or from the exit hook.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
 from typing import Final
 
 from runstream._batcher import Item, RunHandle
+from runstream._exit_paths import watch_multiprocessing
 from runstream.events import Status, StatusChanged
 from runstream.logger import get_logger
 
@@ -65,4 +73,20 @@ def finish_at_exit() -> None:
         append((handle.index, StatusChanged(status, message, time.time())))
 
 
+def _forget_parents_runs() -> None:
+    """In a forked child: the runs registered are the parent's to finish and to keep alive."""
+    logger = get_logger()
+    for handle in _OPEN:
+        logger.retire(handle)
+    _OPEN.clear()
+    _ENDED_AT_EXIT.clear()
+
+
+def _in_forked_child() -> None:
+    _forget_parents_runs()
+    watch_multiprocessing()  # multiprocessing may have been loaded after runstream
+
+
 get_logger().add_exit_hook(finish_at_exit)
+watch_multiprocessing()
+os.register_at_fork(after_in_child=_in_forked_child)

@@ -118,6 +118,7 @@ class Run:
         self._kinds: dict[str, str] = {}  # the other names: "series", "table" or "image"
         self._image_counts: dict[str, int] = {}
         self._finished = False
+        self._pid = os.getpid()  # a forked child's copy leaves the run to this process (see __exit__)
 
     @classmethod
     def _start(
@@ -147,6 +148,12 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run(id={self.id!r}, status={self.status!r})"
+
+    def __reduce__(self) -> tuple[Callable[..., Run], tuple[Any, ...]]:
+        """Sent to another process (a multiprocessing child's arguments under spawn or
+        forkserver, a Pool task's arguments), a run arrives attached to the same run: the
+        other process logs to it as a producer of its own and leaves finishing it to this one."""
+        return (_attached, (self.experiment, self.id, self.display_name, self.parent_id, self.status))
 
     # ------------------------------------------------------------------ the hot path
 
@@ -379,8 +386,8 @@ class Run:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._finished or self.status in TERMINAL_STATUSES:
-            return
+        if self._finished or self.status in TERMINAL_STATUSES or os.getpid() != self._pid:
+            return  # a forked child leaving the block (SystemExit) leaves the run to its parent
         if exc is None:
             self.complete()
         else:
@@ -508,6 +515,14 @@ class Run:
         return f"{self.experiment.workspace.settings.server_url.rstrip('/')}/runs/{self.id}"
 
 
+def _attached(experiment: Experiment, run_id: str, display_name: str, parent_id: str | None, status: Status) -> Run:
+    """A run unpickled in another process (see ``Run.__reduce__``): attached, not live there."""
+    run = Run.__new__(Run)
+    run._attach(experiment, run_id, display_name, parent_id, live=False)
+    run.status = status
+    return run
+
+
 class OfflineRun(Run):
     """A run outside any workspace: shows what is logged and keeps it in memory."""
 
@@ -527,6 +542,11 @@ class OfflineRun(Run):
         self._kinds = {}
         self._image_counts = {}
         self._finished = False
+        self._pid = os.getpid()
+
+    def __reduce__(self) -> tuple[Callable[[], OfflineRun], tuple[()]]:
+        """Sent to another process, an offline run arrives as a new offline run of that process."""
+        return (OfflineRun, ())
 
     def get_metrics(self, name: str | None = None) -> dict[str, MetricValue]:
         """What was logged, in the shapes of a live run's ``get_metrics``."""
