@@ -4,10 +4,13 @@
 decoded and folded into a :class:`~.aggregate.Plan`; the plans' index follow-ups
 (idempotent SADD / ZADD on workspace indexes) run first, then one EVALSHA of
 ``apply.lua`` per batch on its run's slot, whose seq check makes a batch delivered
-twice apply once.  Entries that do not decode or fold go to the dead-letter stream
-with the reason.  Only then are they acked: those applied (or applied before), and
-those whose dead letter was written.  On a Redis Cluster the scripts run in rounds that
-keep each run's batches in order (see :meth:`Applier._run_scripts`).
+twice apply once, and a producer's batches apply in seq order: a batch ahead of a gap
+in its producer's seqs is not applied, nor acked, but handed back (:class:`Held`) for
+:mod:`.gaps` to hold until the gap fills.  A seq more than :data:`MAX_AHEAD` past the
+producer's last is dead-lettered.  Entries that do not decode or fold go to the
+dead-letter stream with the reason.  Only then are they acked: those applied (or applied
+before), and those whose dead letter was written.  On a Redis Cluster the scripts run in
+rounds that keep each run's batches in order (see :meth:`Applier._run_scripts`).
 
 A Redis that is full (or out of reach) is an outage, not a bad batch (:mod:`.outage`):
 the scripts it refused wrote nothing, nothing is dead-lettered or acked for them, and the
@@ -28,14 +31,16 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Final, Protocol, cast
+from typing import Any, Final, NamedTuple, Protocol, cast
 
 from redis.exceptions import NoScriptError, ResponseError
 from redis.typing import EncodableT, FieldT
 from structlog.typing import FilteringBoundLogger as BoundLogger
 
-from runstream.codec import decode_entry
+from runstream.codec import Batch, decode_entry
 from runstream.collector.aggregate import Plan, plan
 from runstream.collector.outage import UNREACHABLE, WritesRefusedError, raise_first_outage, raise_if_outage
 from runstream.connection import RedisClient, is_cluster
@@ -46,10 +51,15 @@ __all__ = [
     "APPLY_LUA",
     "DEADLETTER_MAXLEN",
     "LETTER_FIELD_BYTES",
+    "MAX_AHEAD",
+    "REASON_CHARS",
     "UNREACHABLE",
     "Applier",
     "Counts",
     "Entry",
+    "Held",
+    "Outcome",
+    "Source",
     "fields_digest",
 ]
 
@@ -60,11 +70,56 @@ DEADLETTER_MAXLEN: Final = 10_000
 LETTER_FIELD_BYTES: Final = 8 * 1024
 #: Characters of the reason a dead letter (and its log line) keeps at most.
 REASON_CHARS: Final = 1024
+#: Seqs past a producer's last applied one that a batch may be (as ``apply.lua``'s AHEAD):
+#: further on, it is dead-lettered, never waited for nor applied.  A gap comes from a send
+#: that partly failed (at most 256 batches in flight per send) or from batches Redis lost
+#: (a restart from an older snapshot: at a few hundred batches a second, a million is most
+#: of an hour of one producer's batches), so no real producer is that far ahead; a forged
+#: seq (2**63-1) is, and applying it would make every later real batch a "duplicate".
+MAX_AHEAD: Final = 1_000_000
+
+# What apply.lua answers, by its first value.
+_APPLIED: Final = 1
+_AHEAD_OF_GAP: Final = 2
+_IMPLAUSIBLE: Final = 3
 
 #: One stream entry as read: (id, fields); fields None for one trimmed while pending.
 Entry = tuple[bytes, dict[bytes, bytes] | None]
 #: An entry to dead-letter: its id, its fields and the reason.
 _Dead = tuple[bytes, dict[bytes, bytes], str]
+#: A producer of a run: (run id, producer id), whose seqs apply in order.
+Source = tuple[str, str]
+
+
+class Held(NamedTuple):
+    """A batch ahead of a gap in its producer's seqs: not applied, not acked (pending still).
+
+    Attributes:
+        entry_id: its stream entry.
+        run_id: its run.
+        producer: its producer.
+        seq: its seq.
+        last: the producer's last seq applied to the run when it was tried.
+    """
+
+    entry_id: bytes
+    run_id: str
+    producer: str
+    seq: int
+    last: int
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What came of :meth:`Applier.process`: the batches held, and what was applied.
+
+    Attributes:
+        held: batches ahead of a gap, in the order given (left pending).
+        applied: per producer of a run, the highest seq applied by this call.
+    """
+
+    held: list[Held] = field(default_factory=list)
+    applied: dict[Source, int] = field(default_factory=dict)
 
 
 class Counts(Protocol):
@@ -105,8 +160,18 @@ class Applier:
             raise_if_outage(exc)
             raise
 
-    async def process(self, stream: str, entries: list[Entry]) -> None:
+    async def process(self, stream: str, entries: list[Entry], over: Mapping[bytes, int] | None = None) -> Outcome:
         """Apply entries in order, then follow-ups and dead letters, then XACK those done.
+
+        Args:
+            stream: the shard's stream.
+            entries: what was read (or read again), in the order to apply.
+            over: entries (by id) to apply over the gap after that seq of their producer,
+                if it is still the last applied (:mod:`.gaps` gave up waiting for the
+                seqs between, whose letter it wrote): ``apply.lua`` counts them lost.
+
+        Returns:
+            The batches held (ahead of a gap: neither applied nor acked) and the seqs applied.
 
         Raises:
             WritesRefusedError: Redis refused a write (full): what it refused is neither
@@ -115,21 +180,25 @@ class Applier:
             redis.exceptions.RedisError: Redis is out of reach (one of ``UNREACHABLE``), or a
                 dead letter could not be written for another reason.
         """
-        plans, dead, done = self._plan(stream, entries)
-        results = await self._run_scripts([p for _, p in plans], [c for _, p in plans for c in p.after])
+        plans, dead, done = self._plan(stream, entries, over or {})
+        results = await self._run_scripts([p for _, _, p in plans], [c for _, _, p in plans for c in p.after])
         refused = next((r for r in results if isinstance(r, WritesRefusedError)), None)
-        for (entry_id, p), result in zip(plans, results, strict=True):
+        outcome = Outcome()
+        fields = dict(entries)
+        for (entry_id, batch, p), result in zip(plans, results, strict=True):
             if isinstance(result, WritesRefusedError):
                 continue  # not applied (nor any after it): pending still, applied when sent again
             if isinstance(result, ResponseError):
-                dead.append((entry_id, dict(entries)[entry_id] or {}, f"apply failed: {result}"))
+                dead.append((entry_id, fields[entry_id] or {}, f"apply failed: {result}"))
                 continue
-            done.append(entry_id)
-            if result == 1:
-                self.stats.applied += 1
-                self.stats.points += p.points
+            code, last = (int(result[0]), int(result[1])) if isinstance(result, list) else (int(result), 0)
+            if code == _AHEAD_OF_GAP:
+                outcome.held.append(Held(entry_id, batch.run_id, batch.producer, batch.seq, last))
+            elif code == _IMPLAUSIBLE:
+                dead.append((entry_id, fields[entry_id] or {}, _implausible(batch, last)))
             else:
-                self.stats.deduped += 1
+                done.append(entry_id)
+                self._count(outcome, batch, p, applied=code == _APPLIED)
         failed = await self._dead_letter(stream, dead, done)
         if done:
             await self.client.xack(stream, INGEST_GROUP, *done)
@@ -138,6 +207,17 @@ class Applier:
         if failed is not None:
             raise_if_outage(failed)
             raise failed
+        return outcome
+
+    def _count(self, outcome: Outcome, batch: Batch, p: Plan, *, applied: bool) -> None:
+        """Count a batch done: applied (and its seq in ``outcome``), or applied before."""
+        if not applied:
+            self.stats.deduped += 1
+            return
+        self.stats.applied += 1
+        self.stats.points += p.points
+        source = (batch.run_id, batch.producer)
+        outcome.applied[source] = max(batch.seq, outcome.applied.get(source, 0))
 
     async def _dead_letter(self, stream: str, dead: list[_Dead], done: list[bytes]) -> BaseException | None:
         """Write the dead letters; add to ``done`` the entries whose letter was written (and only
@@ -164,9 +244,13 @@ class Applier:
             done.append(entry_id)
         return failed
 
-    def _plan(self, stream: str, entries: list[Entry]) -> tuple[list[tuple[bytes, Plan]], list[_Dead], list[bytes]]:
-        """Decode and fold each entry: plans to apply, entries to dead-letter, entries already done."""
-        plans: list[tuple[bytes, Plan]] = []
+    def _plan(
+        self, stream: str, entries: list[Entry], over: Mapping[bytes, int]
+    ) -> tuple[list[tuple[bytes, Batch, Plan]], list[_Dead], list[bytes]]:
+        """Decode and fold each entry: plans to apply, entries to dead-letter, entries already done.
+
+        A plan of an entry in ``over`` carries "seq/last" for its seq (see :meth:`process`)."""
+        plans: list[tuple[bytes, Batch, Plan]] = []
         dead: list[_Dead] = []
         done: list[bytes] = []
         now = time.time()
@@ -175,7 +259,11 @@ class Applier:
                 done.append(entry_id)
                 continue
             try:
-                plans.append((entry_id, plan(decode_entry(fields), self.keys, now=now)))
+                batch = decode_entry(fields)
+                p = plan(batch, self.keys, now=now)
+                if entry_id in over:
+                    p.args[1] = f"{batch.seq}/{over[entry_id]}"
+                plans.append((entry_id, batch, p))
             except DecodeError as exc:
                 dead.append((entry_id, fields, exc.reason))
             except Exception as exc:  # noqa: BLE001  # one bad entry must not stop the shard: park it, loudly
@@ -277,6 +365,14 @@ class Applier:
             await self.client.script_load(APPLY_LUA)
             commands, plans = [], missing
         return results
+
+
+def _implausible(batch: Batch, last: int) -> str:
+    """Why a batch whose seq is too far past its producer's last applied one is dead-lettered."""
+    return (
+        f"seq {batch.seq} of producer {batch.producer} is {batch.seq - last} past the last applied ({last}):"
+        f" more than {MAX_AHEAD}, so no gap a failed send leaves but a forged or corrupt seq; not applied"
+    )
 
 
 def _rounds(plans: list[Plan]) -> list[list[int]]:

@@ -3,7 +3,8 @@
 --
 -- KEYS[1] seqs hash, KEYS[2] meta hash, KEYS[3] live stream, KEYS[4..] keys the ops name.
 -- ARGV[1] producer id ("" = the collector itself: no seq check)
--- ARGV[2] seq   ARGV[3] live stream cap   ARGV[4] live payload ("" = none)
+-- ARGV[2] seq, or "seq/last": apply over the gap after last (see below)
+-- ARGV[3] live stream cap   ARGV[4] live payload ("" = none)
 -- ARGV[5..] ops, each an opcode, a key index, and a fixed number of arguments:
 --   P k t bytes        append a packed chunk to a series: small chunks gather in the tail
 --                      string t, sealed into the list k once it reaches SEAL bytes; a big
@@ -19,13 +20,37 @@
 --                      records when in not_responding_at)
 --   W k payload ts     the run was heard from: if NotResponding, back to Running (resumed_at ts),
 --                      and the live update of that (payload) goes out first
--- Returns 1 if applied, 0 if the seq was applied before.
+--
+-- A producer's seqs are applied in order, each once (DESIGN §3): seq N only after N-1.
+-- Returns 1 if applied, 0 if the seq was applied before (a duplicate: skip it), {2, last}
+-- if it is ahead of a gap (seqs last+1..seq-1 not applied yet: nothing is written, and
+-- the collector tries it again once they are), {3, last} if it is more than AHEAD past
+-- the last applied (no gap that long comes from a failed send: a forged or corrupt seq,
+-- which the collector dead-letters; waiting for it, or applying it, would freeze the
+-- run, every later real batch skipped as seen).  "seq/last" is the collector giving up
+-- on a gap that never filled (its letter written): applied if last is still the last
+-- applied, the seqs between counted in the meta hash's lost_batches; else as "seq".
 
-local producer, seq = ARGV[1], tonumber(ARGV[2])
+local AHEAD = 1000000 -- as runstream.collector.applier.MAX_AHEAD
+local producer, seq_text, over = ARGV[1], ARGV[2], nil
+local slash = string.find(seq_text, '/', 1, true)
+if slash then
+  over = tonumber(string.sub(seq_text, slash + 1))
+  seq_text = string.sub(seq_text, 1, slash - 1)
+end
+local seq = tonumber(seq_text)
 if producer ~= '' then
-  local last = tonumber(redis.call('HGET', KEYS[1], producer) or '0')
+  local last_text = redis.call('HGET', KEYS[1], producer) or '0'
+  local last = tonumber(last_text)
   if seq <= last then
     return 0
+  elseif seq - last > AHEAD then
+    return {3, last_text}
+  elseif seq > last + 1 then
+    if over ~= last then
+      return {2, last_text}
+    end
+    redis.call('HINCRBY', KEYS[2], 'lost_batches', seq - last - 1)
   end
 end
 
@@ -96,7 +121,7 @@ while i <= #ARGV do
   elseif op == 'W' then
     if redis.call('HGET', key, 'status') == 'NotResponding' then
       redis.call('HSET', key, 'status', 'Running', 'resumed_at', ARGV[i + 3])
-      redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'p', producer, 'q', ARGV[2], 'b', ARGV[i + 2])
+      redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'p', producer, 'q', seq_text, 'b', ARGV[i + 2])
     end
     i = i + 4
   else
@@ -105,9 +130,9 @@ while i <= #ARGV do
 end
 
 if producer ~= '' then
-  redis.call('HSET', KEYS[1], producer, ARGV[2])
+  redis.call('HSET', KEYS[1], producer, seq_text)
 end
 if ARGV[4] ~= '' then
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'p', producer, 'q', ARGV[2], 'b', ARGV[4])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'p', producer, 'q', seq_text, 'b', ARGV[4])
 end
 return 1

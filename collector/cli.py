@@ -51,12 +51,23 @@ async def run_collector(settings: CollectorSettings, stop: asyncio.Event | None 
     show_envvar=True,
     help="Seconds without a heartbeat before a run is Failed (heartbeat lost), for good.  [default: 10x the timeout]",
 )
+@click.option(
+    "--gap-timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    envvar="RUNSTREAM_GAP_TIMEOUT",
+    show_envvar=True,
+    help="Seconds a batch waits for a missing earlier seq of its producer before the gap is dead-lettered"
+    " and counted (lost_batches) and the batch applied.",
+)
 @click.option("--lease-ttl", type=float, default=5.0, show_default=True, help="Seconds a lease lasts unrenewed.")
 @click.option("--json/--console", "json_logs", default=None, help="Log format (default: JSON unless on a terminal).")
 def collector_command(
     reader: str | None,
     heartbeat_timeout: float,
     heartbeat_lost_after: float | None,
+    gap_timeout: float,
     lease_ttl: float,
     json_logs: bool | None,
 ) -> None:
@@ -68,6 +79,7 @@ def collector_command(
         workspace=workspace,
         heartbeat_timeout=heartbeat_timeout,
         heartbeat_lost_after=heartbeat_lost_after,
+        gap_timeout=gap_timeout,
         lease_ttl=lease_ttl,
     )
     # One line for what stops it (a Redis out of reach or refusing it, or one that would lose

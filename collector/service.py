@@ -4,9 +4,11 @@ One task per shard.  A task that holds its shard's lease (:mod:`.leases`) reads 
 shard's new entries through a script that checks the lease first (waiting for them
 with an XREAD, BLOCK shorter than the socket timeout, which hands nothing out), and
 has them applied (:mod:`.applier`: decode, fold, ``apply.lua`` per batch, dead
-letters, then XACK).  On taking a shard (anew, or back after it lapsed unseen), the
-task first claims (XAUTOCLAIM) and applies whatever was read but not acked.  Acked
-entries are trimmed by MINID below the oldest pending one.
+letters, then XACK), a batch ahead of a gap in its producer's seqs held, pending, until
+the gap fills or is given up (:mod:`.gaps`).  On taking a shard (anew, or back after it
+lapsed unseen), the task first claims (XAUTOCLAIM) and applies whatever was read but not
+acked.  Acked entries are trimmed by MINID below the oldest pending one.  Its settings
+and counters live in :mod:`.settings`.
 
 Beside the shard tasks: a sweeper (:mod:`.sweeper`) marks runs NotResponding when
 their heartbeats stop, then Failed ("heartbeat lost"), and a reporter publishes the
@@ -33,10 +35,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import cast
 
 import structlog
@@ -47,88 +47,20 @@ from structlog.typing import FilteringBoundLogger as BoundLogger
 
 from runstream.collector.applier import UNREACHABLE, Applier, Entry
 from runstream.collector.checks import check_redis
+from runstream.collector.gaps import Gaps
 from runstream.collector.leases import Leases
 from runstream.collector.outage import REDIS_UNREACHABLE, Outage, WritesRefusedError, outage_cause
 from runstream.collector.reporter import Reporter
+from runstream.collector.settings import CollectorSettings, CollectorStats, collector_client
 from runstream.collector.streams import Streams
 from runstream.collector.sweeper import Sweeper
-from runstream.config import Settings
-from runstream.connection import REDIS_CANNOT_PERSIST, REDIS_FULL, Connecting, RedisClient, connect
+from runstream.connection import REDIS_CANNOT_PERSIST, REDIS_FULL, RedisClient
 from runstream.keys import INGEST_GROUP, Keys
 from runstream.shard_count import raise_shard_count
 
 __all__ = ["Collector", "CollectorSettings", "CollectorStats", "collector_client"]
 
 _log = structlog.get_logger("runstream.collector")
-
-
-@dataclass(frozen=True, slots=True)
-class CollectorSettings:
-    """How a collector runs (the workspace's settings say where).
-
-    Attributes:
-        workspace: the workspace settings (Redis URL, name, key prefix, shards).
-        reader: this collector's name in the consumer groups and leases.
-        lease_ttl: seconds a shard lease lasts without renewal (the takeover delay).
-        block: seconds one XREADGROUP waits (shorter than the socket timeout).
-        count: entries read per call.
-        heartbeat_timeout: seconds without a heartbeat before a run is marked NotResponding
-            (not final: its next heartbeat or batch brings it back to Running).
-        heartbeat_lost_after: seconds without a heartbeat before a run is marked Failed
-            ("heartbeat lost"), for good; None (the default): ten times ``heartbeat_timeout``
-            (5 minutes with the default timeout), long enough for a paused process (a debugger,
-            a long checkpoint, SIGSTOP) to come back, short enough that a dead one is called so.
-        stats_interval: seconds between two logged counter reports (Redis gets them every
-            ``lease_ttl / 3``: they also tell the other collectors this one is alive).
-        trim_interval: seconds between two trims of a shard.
-    """
-
-    workspace: Settings
-    reader: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
-    lease_ttl: float = 5.0
-    block: float = 1.0
-    count: int = 64
-    heartbeat_timeout: float = 30.0
-    heartbeat_lost_after: float | None = None
-    stats_interval: float = 10.0
-    trim_interval: float = 5.0
-
-    @property
-    def lost_after(self) -> float:
-        """Seconds without a heartbeat before a run is Failed (``heartbeat_lost_after``, or its default)."""
-        if self.heartbeat_lost_after is None:
-            return 10 * self.heartbeat_timeout
-        return max(self.heartbeat_lost_after, self.heartbeat_timeout)
-
-
-@dataclass(slots=True)
-class CollectorStats:
-    """Counters since start; ``lag`` is per owned shard, entries not yet read."""
-
-    reader: str
-    applied: int = 0
-    deduped: int = 0
-    dead_lettered: int = 0
-    points: int = 0
-    heartbeats_lost: int = 0
-    not_responding: int = 0
-    shards: list[int] = field(default_factory=list)
-    lag: dict[int, int] = field(default_factory=dict)
-    updated_at: float = 0.0
-
-
-def collector_client(url: str) -> Connecting:
-    """The client a collector needs: one that never resends a command on its own.
-
-    A read that times out or loses its connection may still run on the server (its
-    request was in flight): resent on a new connection, the first XREADGROUP delivers
-    entries to this reader that it never sees, the second the ones after them, which get
-    applied, and the seq check then skips the first ones when they are claimed: points
-    lost without a word (a network stall longer than the socket timeout did it).  So
-    the error reaches the shard loop instead, which takes the shard over again: claims
-    and applies, in order, what was delivered to it before it reads anything new.
-    """
-    return connect(url, retries=0)
 
 
 class Collector:
@@ -160,6 +92,7 @@ class Collector:
             stats_interval=settings.stats_interval,
         )
         self._applier = Applier(client, self.keys, self.stats, self._log)
+        self._gaps = Gaps(client, self._applier, self.stats, self._log, timeout=settings.gap_timeout)
         self._sweeper = Sweeper(
             client,
             self._applier,
@@ -295,7 +228,8 @@ class Collector:
             return False, 0.0, trim_at
         (self._caught_up.add if len(entries) < self.settings.count else self._caught_up.discard)(shard)
         if entries:
-            await self._applier.process(stream, entries)
+            await self._gaps.process(stream, entries)
+        await self._gaps.expire(stream, caught_up=shard in self._caught_up)
         if now >= trim_at:
             await self._streams.trim(stream)
             trim_at = now + self.settings.trim_interval
@@ -336,6 +270,7 @@ class Collector:
         if not owned:
             self._caught_up.discard(shard)
             self._replay.discard(shard)
+            self._gaps.forget(self.keys.ingest(shard))
 
     async def _read_new(self, shard: int) -> list[Entry] | None:
         """New entries of an owned shard, waiting up to ``block`` for some; None if the lease lapsed.
@@ -353,8 +288,8 @@ class Collector:
         again = await self._leases.read_new(lease, stream, INGEST_GROUP, self.settings.count)
         return [] if isinstance(again, str) else again
 
-    async def _read(self, stream: str, start: str) -> list[Entry]:
-        """Entries delivered to us before, from ``start`` (our own pending ones, after a take-over)."""
+    async def _read(self, stream: str, start: bytes) -> list[Entry]:
+        """Entries delivered to us before, after ``start`` (our own pending ones, after a take-over)."""
         reply = await self.client.xreadgroup(
             INGEST_GROUP, self.settings.reader, {stream: start}, count=self.settings.count
         )
@@ -366,14 +301,18 @@ class Collector:
     async def _take_over(self, shard: int) -> bool:
         """Claim every entry another reader read but did not ack, then apply ours in order;
         whether the shard is still ours (its lease is renewed between two rounds of a long
-        backlog, and should it have lapsed and been taken anew meanwhile, all is claimed again)."""
+        backlog, and should it have lapsed and been taken anew meanwhile, all is claimed again).
+
+        What was held (ahead of a gap) is forgotten and read again with the rest, so it is
+        held again; the read moves on past it, as held entries stay pending."""
         stream, lease = self.keys.ingest(shard), self.keys.ingest_lease(shard)
         period = self.settings.lease_ttl / 3
         claim = True
         while claim:
+            self._gaps.forget(stream)
             await self._claim_all(stream)
-            renewed, claim = time.monotonic(), False
-            while entries := await self._read(stream, "0"):
+            renewed, claim, start = time.monotonic(), False, b"0"
+            while entries := await self._read(stream, start):
                 if time.monotonic() - renewed >= period:
                     attempt = await self._leases.acquire(lease)
                     if not attempt.held:
@@ -381,9 +320,10 @@ class Collector:
                     renewed, claim = time.monotonic(), attempt.fresh
                     if claim:
                         break
-                await self._applier.process(stream, entries)
+                await self._gaps.process(stream, entries)
                 if len(entries) < self.settings.count:
                     break
+                start = entries[-1][0]
         return True
 
     async def _claim_all(self, stream: str) -> None:

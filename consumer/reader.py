@@ -170,7 +170,9 @@ class RecordReader:
         return table
 
     async def details(self, run_id: str) -> dict[str, Any]:
-        """What ``get_details`` returns: id, experiment, status, times, properties, tags, error, files."""
+        """What ``get_details`` returns: id, experiment, status, times, properties, tags, error, files,
+        and ``lostBatches``: batches the collector gave up waiting for (gaps in a producer's seqs,
+        each one dead-lettered), 0 for a run that lost none."""
         meta, tags, properties, files = await asyncio.gather(
             self.meta(run_id), self.tags(run_id), self.properties(run_id), self.files(run_id)
         )
@@ -184,6 +186,7 @@ class RecordReader:
             "startTimeUtc": time_or_none(meta.get("started_at")),
             "endTimeUtc": time_or_none(meta.get("ended_at")),
             "error": meta.get("error"),
+            "lostBatches": int(meta.get("lost_batches") or 0),
             "properties": properties,
             "tags": tags,
             "files": list(files),
