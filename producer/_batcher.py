@@ -16,7 +16,7 @@ twice as much under a deep buffer).
 of the metric's first point, so events keep their order), fills in default steps
 (0, 1, 2, ... per metric, continuing after the last step given), stamps the points
 with the drain time, gives each batch the run's next seq and encodes it.  It runs in
-the logger thread, or in a caller thread helping to drain an overfull buffer, always
+the sender thread, or in a caller thread helping to drain an overfull buffer, always
 under the logger's drain lock.
 """
 
@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Final, TypeAlias
+from operator import itemgetter
+from typing import TYPE_CHECKING, Final, TypeAlias, cast
 
 from runstream._spool import OutgoingBatch
 from runstream.codec import Batch, encode_batch
@@ -68,6 +69,8 @@ Point: TypeAlias = "tuple[int, str, Value, int | None]"
 #: A buffered item: a scalar point, or any other event.
 Item: TypeAlias = "Point | tuple[int, Event]"
 
+_RUN, _NAME, _VALUE, _STEP = (itemgetter(i) for i in range(4))
+
 
 class _Builder:
     """The batch being built for one run: events, and open columns per metric."""
@@ -96,6 +99,9 @@ def build_batches(
 
     ``handles`` is the logger's table that the items' run indexes point into.
     """
+    now = time.time()
+    if isinstance(items, list) and (periodic := _periodic(items, producer, handles, now)) is not None:
+        return periodic
     builders: dict[int, _Builder] = {}
     done: list[_Builder] = []
     # The loop runs once per point: the current run's builder, its open columns and
@@ -133,17 +139,67 @@ def build_batches(
     if builder is not None and last != -1:
         builder.weight = weight
     done.extend(builders.values())
-    now = time.time()
     return [(b.handle.channel, _encode(b, producer, now)) for b in done]
 
 
+def _periodic(
+    items: list[Item], producer: str, handles: list[RunHandle], now: float
+) -> list[tuple[Channel, OutgoingBatch]] | None:
+    """The batches of a training loop's buffer, or None if ``items`` are not one.
+
+    A training loop logs the same metrics in the same order every step, to one run:
+    ``m0, m1, ..., m9, m0, m1, ...``.  Found with C-level passes over the buffer (no
+    Python code per point), each metric's points are then a slice of it.  Anything else
+    (another event among the points, two runs, an irregular order) is the general
+    loop's.
+    """
+    count = len(items)
+    if not count or set(map(len, items)) != {4}:
+        return None
+    points = cast("list[Point]", items)
+    runs = set(map(_RUN, points))
+    if len(runs) != 1:
+        return None
+    names = list(map(_NAME, points))
+    try:
+        period = names.index(names[0], 1)
+    except ValueError:
+        period = count
+    head = names[:period]
+    if len(set(head)) != period or names != head * (count // period) + head[: count % period]:
+        return None
+    handle = handles[runs.pop()]
+    values = list(map(_VALUE, points))
+    steps = list(map(_STEP, points))
+    default = steps.count(None) == count
+    # Whole steps per batch, as many as fit in one (a step wider than a batch: one step each).
+    width = max(period, MAX_BATCH_WEIGHT - MAX_BATCH_WEIGHT % period)
+    batches = []
+    for first in range(0, count, width):
+        last = min(count, first + width)
+        events: list[Event] = []
+        for j in range(first, min(last, first + period)):
+            given = None if default else steps[j:last:period]
+            events.append(_column(handle, names[j], values[j:last:period], given, now))
+        batches.append((handle.channel, _encode_events(handle, events, last - first, producer)))
+    return batches
+
+
 def _columns(handle: RunHandle, points: list[Point], now: float) -> MetricsLogged:
-    name = points[0][1]
     given = [p[3] for p in points]
+    return _column(
+        handle, points[0][1], [p[2] for p in points], None if given.count(None) == len(given) else given, now
+    )
+
+
+def _column(
+    handle: RunHandle, name: str, values: list[Value], given: list[int | None] | None, now: float
+) -> MetricsLogged:
+    """The points of one metric as one event: steps as given, else one past the metric's last."""
     start = handle.next_step.get(name, 0)
     steps: range | list[int]
-    if given.count(None) == len(given):  # the usual case: default steps
-        steps = range(start, start + len(points))
+    if given is None or given.count(None) == len(given):  # the usual case: default steps
+        steps = range(start, start + len(values))
     else:
         steps = []
         for step in given:
@@ -152,12 +208,16 @@ def _columns(handle: RunHandle, points: list[Point], now: float) -> MetricsLogge
         if steps == list(range(steps[0], steps[0] + len(steps))):
             steps = range(steps[0], steps[0] + len(steps))  # given, but consecutive: as compact
     handle.next_step[name] = steps[-1] + 1
-    return MetricsLogged(name, steps, [p[2] for p in points], now)
+    return MetricsLogged(name, steps, values, now)
 
 
 def _encode(builder: _Builder, producer: str, now: float) -> OutgoingBatch:
     handle = builder.handle
-    handle.seq += 1
     events = [e if not isinstance(e, list) else _columns(handle, e, now) for e in builder.events]
+    return _encode_events(handle, events, builder.weight, producer)
+
+
+def _encode_events(handle: RunHandle, events: list[Event], weight: int, producer: str) -> OutgoingBatch:
+    handle.seq += 1
     fields = encode_batch(Batch(run_id=handle.run_id, producer=producer, seq=handle.seq, events=events))
-    return OutgoingBatch(stream=handle.stream, fields=fields, size=len(fields["b"]), events=builder.weight)
+    return OutgoingBatch(stream=handle.stream, fields=fields, size=len(fields["b"]), events=weight)

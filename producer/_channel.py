@@ -1,10 +1,10 @@
 """A channel: one Redis destination of the logger, with its client and outbox.
 
-Lives in the logger thread: the asyncio client is created there on first use and
-only ever awaited there.  ``send`` sends the oldest queued batches as XADDs, each
-stream's in one MULTI; on failure the channel backs off (doubling up to
-:data:`MAX_BACKOFF`) and keeps its batches, which the outbox spills to disk if the
-outage lasts.  A retried send may write an entry twice; each carries its seq, so the
+Lives in the logger's sender thread (:mod:`runstream._sender`), which alone calls
+``send``: it sends the oldest queued batches as XADDs over a lean synchronous
+connection (:mod:`runstream._link`), each stream's in one MULTI; on failure the channel
+backs off (doubling up to :data:`MAX_BACKOFF`) and keeps its batches, which the outbox
+spills to disk if the outage lasts.  A retried send may write an entry twice; each carries its seq, so the
 collector applies it once.
 
 A full Redis (``maxmemory`` reached under ``noeviction``) is such an outage: its OOM
@@ -20,22 +20,23 @@ again at half the size, down to one batch, and back up as sends succeed.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import hashlib
 import time
 from functools import partial
 from pathlib import Path
-from typing import Final, cast
+from typing import Final
 
 from redis.exceptions import AuthenticationError, NoPermissionError, RedisClusterException, RedisError
-from redis.typing import EncodableT, FieldT
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from runstream._link import Flight, Link
 from runstream._log import sdk_logger
 from runstream._outbox import Outbox
 from runstream._spool import OutgoingBatch, Spool
-from runstream.connection import REDIS_FULL, RedisClient, connect, is_cluster, mask_url, write_refused
+from runstream.connection import REDIS_FULL, SOCKET_TIMEOUT, mask_url, write_refused
 from runstream.keys import Keys
-from runstream.shard_count import raise_shard_count
+from runstream.shard_count import RAISE_SHARD_COUNT
 
 __all__ = ["MAX_BACKOFF", "Channel"]
 
@@ -47,6 +48,8 @@ _PIPELINE_BATCHES: Final = 256
 _PIPELINE_BYTES: Final = 8 * 1024 * 1024
 
 _log = partial(sdk_logger, "runstream.logger")
+#: What a failed send raises (RedisClusterException: a cluster none of whose nodes answer).
+_SEND_ERRORS: Final = (RedisError, RedisClusterException, OSError)
 
 
 class Channel:
@@ -55,7 +58,6 @@ class Channel:
     Attributes:
         outbox: the FIFO of batches not yet in Redis.
         retry_at: monotonic time before which no send is tried (after a failure).
-        sending: a send is in flight (only the logger thread reads or writes it).
     """
 
     def __init__(self, url: str, spool_root: Path, producer: str, max_memory_bytes: int) -> None:
@@ -65,12 +67,13 @@ class Channel:
         self._max_memory_bytes = max_memory_bytes
         self.outbox = Outbox(Spool(self._spool_folder, producer), max_memory_bytes)
         self.retry_at = 0.0
-        self.sending = False
         self._failures = 0
         self._cause: str | None = None  # of the outage under way (see _cause)
         self._most = _PIPELINE_BATCHES  # batches per send: halved while Redis has no room for them
         self._atomic = True  # sends in MULTI; False once this Redis user is refused MULTI (see send)
-        self._client: RedisClient | None = None
+        self.link = Link(url)
+        self._flight: Flight | None = None  # the send whose replies are awaited
+        self._flying: list[OutgoingBatch] = []  # its batches (the outbox's first ones)
         #: Workspaces whose shard count this channel has yet to raise (see claim_shards).
         self._unclaimed: dict[str, Keys] = {}
         self.batches_sent = 0
@@ -82,36 +85,72 @@ class Channel:
     def __repr__(self) -> str:
         return f"Channel({mask_url(self.url)!r}, pending={self.outbox.pending})"
 
-    async def connected(self) -> RedisClient:
-        """The channel's client, made on first use (asking the node whether it is a cluster's)."""
-        if self._client is None:
-            self._client = await connect(self.url, retries=1)
-        return self._client
-
     def ready(self, now: float) -> bool:
-        return not self.sending and now >= self.retry_at and self.outbox.pending > 0
+        """Whether a send may start: batches wait, none is on its way, no backoff holds it."""
+        return self._flight is None and now >= self.retry_at and self.outbox.pending > 0
+
+    def moving(self, now: float) -> bool:
+        """Whether a send is on its way or may start now (no backoff holds the batches)."""
+        return self._flight is not None or self.ready(now)
+
+    def backlog(self, now: float) -> bool:
+        """Whether more batches wait than the send on its way carries, and may go now."""
+        return now >= self.retry_at and self.outbox.pending > len(self._flying)
 
     def claim_shards(self, keys: Keys) -> None:
         """Raise the workspace's recorded shard count to ``keys.shards`` before the next send."""
         self._unclaimed.setdefault(keys.shard_count(), keys)
 
-    async def send(self) -> None:
-        """XADD the oldest batches in one pipeline; on failure, back off and keep them."""
+    def send(self) -> None:
+        """Write the oldest batches as XADDs, in one write; their replies are read by :meth:`land`.
+
+        On failure, back off and keep them.
+        """
         batches = self.outbox.head(self._most, _PIPELINE_BYTES)
         if not batches:
             return
         try:
-            client = await self.connected()
             for name, keys in list(self._unclaimed.items()):
-                await raise_shard_count(client, keys)
+                self._raise_shard_count(keys)
                 del self._unclaimed[name]
-            await _xadd(client, batches, atomic=self._atomic)
-        except (RedisError, RedisClusterException, OSError) as exc:  # (a cluster none of whose nodes answer)
-            if self._atomic and _multi_refused(exc):
-                self._without_multi(exc)
-                return
-            self._failed(exc, len(batches))
+            self._flight = self.link.start(batches, atomic=self._atomic)
+        except _SEND_ERRORS as exc:
+            self._refused(exc, len(batches))
             return
+        self._flying = batches
+
+    def land(self, wait: float = 0.0) -> bool:
+        """Read the replies of the send on its way if they came (waiting up to ``wait`` s); whether it is over.
+
+        A send whose replies do not come within the socket timeout (a frozen Redis) fails: its
+        batches are sent again, which is harmless (each carries its seq).
+        """
+        flight, batches = self._flight, self._flying
+        if flight is None:
+            return True
+        try:
+            if not flight.landed(wait):
+                if time.monotonic() - flight.started < SOCKET_TIMEOUT:
+                    return False
+                raise RedisTimeoutError(f"no reply from Redis within {SOCKET_TIMEOUT:.0f} s")
+            flight.finish()
+        except _SEND_ERRORS as exc:
+            self._flight, self._flying = None, []
+            if isinstance(exc, RedisTimeoutError):
+                self.link.failed(exc)
+            self._refused(exc, len(batches))
+            return True
+        self._flight, self._flying = None, []
+        self._sent(batches)
+        return True
+
+    def _refused(self, exc: BaseException, sent: int) -> None:
+        if self._atomic and _multi_refused(exc):
+            self._without_multi(exc)
+        else:
+            self._failed(exc, sent)
+
+    def _sent(self, batches: list[OutgoingBatch]) -> None:
         self.outbox.ack(len(batches))
         self._most = min(_PIPELINE_BATCHES, 2 * self._most)
         if self._failures:
@@ -125,6 +164,15 @@ class Channel:
         self.batches_sent += len(batches)
         self.events_sent += sum(b.events for b in batches)
         self.bytes_sent += sum(b.size for b in batches)
+
+    def _raise_shard_count(self, keys: Keys) -> None:
+        """Raise the workspace's recorded shard count to ``keys.shards`` (see :mod:`runstream.shard_count`).
+
+        A user whose ACL may not run scripts (a write-only producer) leaves it as it is.
+        """
+        with contextlib.suppress(NoPermissionError):
+            # EVAL, not EVALSHA: sent once per process and workspace, and never NOSCRIPT.
+            self.link.eval(RAISE_SHARD_COUNT, [keys.shard_count()], [keys.shards])
 
     def _failed(self, exc: BaseException, sent: int) -> None:
         self._failures += 1
@@ -161,16 +209,14 @@ class Channel:
             "batch and refuse the one before it",
         )
 
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+    def close(self) -> None:
+        self.link.close()
 
     def reset_for(self, producer: str) -> None:
         """Start afresh in a forked child: the parent keeps sending what it queued, and
         the client's socket and the spool's lock are the parent's."""
-        self._client = None
-        self.sending = False
+        self.link = Link(self.url)
+        self._flight, self._flying = None, []
         self.retry_at = 0.0
         self._failures = 0
         self._cause = None
@@ -201,32 +247,3 @@ def _multi_refused(exc: BaseException) -> bool:
     """Whether ``exc`` is this user's ACL refusing MULTI or EXEC (not XADD, nor a login)."""
     text = str(exc).lower()
     return isinstance(exc, NoPermissionError) and ("'multi'" in text or "'exec'" in text)
-
-
-async def _xadd(client: RedisClient, batches: list[OutgoingBatch], *, atomic: bool = True) -> None:
-    """XADD ``batches``, each stream's in one MULTI (``atomic``), which Redis takes whole or not at all.
-
-    On one Redis every stream's batches go in one MULTI; on a cluster, where a MULTI is
-    one slot's, each stream's in one of its own, all sent at once.  (A run's batches all
-    go to one stream, so each run's batches are taken whole or not at all.)
-    """
-    if not is_cluster(client):
-        await _transaction(client, batches, atomic)
-        return
-    by_stream: dict[str, list[OutgoingBatch]] = {}
-    for batch in batches:
-        by_stream.setdefault(batch.stream, []).append(batch)
-    sent = await asyncio.gather(
-        *(_transaction(client, group, atomic) for group in by_stream.values()), return_exceptions=True
-    )
-    for result in sent:
-        if isinstance(result, BaseException):
-            raise result
-
-
-async def _transaction(client: RedisClient, batches: list[OutgoingBatch], atomic: bool) -> None:
-    async with client.pipeline(transaction=atomic) as pipe:
-        for batch in batches:
-            # A pipeline queues the command and returns itself; nothing to await here.
-            _ = pipe.xadd(batch.stream, cast("dict[FieldT, EncodableT]", batch.fields))
-        await pipe.execute()

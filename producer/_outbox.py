@@ -6,7 +6,7 @@ and once anything is on disk every newer batch goes there too, so order is kept.
 When memory empties it is refilled from the spool.  The batches being sent are
 always the first ones in memory; ``ack`` drops them once Redis has them.
 
-Guarded by ``_lock``: the logger thread sends and acks, and a caller thread may push
+Guarded by ``_lock``: the sender thread sends and acks, and a caller thread may push
 when it helps drain an overfull buffer.
 """
 

@@ -87,15 +87,17 @@ _WIRE_NAMES: Final = {"timestamp": "ts"}
 
 
 def _event_to_wire(event: Event) -> dict[str, Any]:
-    wire: dict[str, Any] = {"type": event.TYPE}
-    for f in fields(event):
-        wire[_WIRE_NAMES.get(f.name, f.name)] = getattr(event, f.name)
-    if isinstance(event, MetricsLogged):
-        steps = wire.pop("steps")
+    if isinstance(event, MetricsLogged):  # nearly every event: spelt out, not found by fields()
+        steps = event.steps
+        wire: dict[str, Any] = {"type": "metric", "name": event.name, "values": event.values, "ts": event.timestamp}
         if isinstance(steps, range) and steps.step == 1:
             wire["step0"] = steps.start  # consecutive steps: the first one says it all
         else:
             wire["steps"] = list(steps)
+        return wire
+    wire = {"type": event.TYPE}
+    for f in fields(event):
+        wire[_WIRE_NAMES.get(f.name, f.name)] = getattr(event, f.name)
     return wire
 
 

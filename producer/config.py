@@ -38,6 +38,7 @@ _ENV: Final = {
     "RUNSTREAM_TOKEN": "token",
     "RUNSTREAM_DATA_DIR": "data_dir",
     "RUNSTREAM_SHARDS": "shards",
+    "RUNSTREAM_LINGER_MS": "linger_ms",
 }
 
 
@@ -58,6 +59,8 @@ class Settings:
         max_queue_events: events the in-process buffer holds before ``log`` helps drain it.
         heartbeat_interval: seconds between heartbeats of a live run.
         exit_flush_timeout: seconds the exit flush waits for Redis before spooling.
+        linger_ms: how long the logger lets points gather before it sends them (Kafka's
+            ``linger.ms``): a longer one costs a training loop less and charts more delay.
     """
 
     redis_url: str
@@ -71,6 +74,7 @@ class Settings:
     max_queue_events: int = 1_000_000
     heartbeat_interval: float = 5.0
     exit_flush_timeout: float = 10.0
+    linger_ms: float = 10.0
 
     def __post_init__(self) -> None:
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
@@ -84,6 +88,8 @@ class Settings:
                 raise ConfigError(f"{name} must be positive")
         if self.heartbeat_interval <= 0 or self.exit_flush_timeout < 0:
             raise ConfigError("heartbeat_interval must be positive and exit_flush_timeout not negative")
+        if not 0 < self.linger_ms <= 1000:
+            raise ConfigError(f"linger_ms must be above 0 and at most 1000, not {self.linger_ms!r}")
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -117,10 +123,7 @@ class Settings:
             values["data_dir"] = str(config_file.parent.parent / str(values["data_dir"]))
         values.setdefault("data_dir", str(data_dir))
         values.update({key: env[var] for var, key in _ENV.items() if env.get(var)})
-        if isinstance(values.get("shards"), str):  # from the environment
-            if not values["shards"].strip().isdigit():
-                raise ConfigError(f"RUNSTREAM_SHARDS must be a whole number, not {values['shards']!r}")
-            values["shards"] = int(values["shards"])
+        _numbers_from_env(values)
         if not values.get("redis_url"):
             instance = read_instance(Path(values["data_dir"]))
             if instance is not None and not instance.alive():
@@ -180,6 +183,19 @@ def read_instance(data_dir: Path) -> Instance | None:
         return Instance(str(recorded["redis_url"]), str(recorded["server_url"]), int(recorded["pid"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{path} is not a record of `runstream up`: {exc!r}") from exc
+
+
+def _numbers_from_env(values: dict[str, Any]) -> None:
+    """The numbers among ``values`` that came from the environment, as strings, made numbers."""
+    if isinstance(values.get("shards"), str):
+        if not values["shards"].strip().isdigit():
+            raise ConfigError(f"RUNSTREAM_SHARDS must be a whole number, not {values['shards']!r}")
+        values["shards"] = int(values["shards"])
+    if isinstance(values.get("linger_ms"), str):
+        try:
+            values["linger_ms"] = float(values["linger_ms"])
+        except ValueError:
+            raise ConfigError(f"RUNSTREAM_LINGER_MS must be a number, not {values['linger_ms']!r}") from None
 
 
 def _find_config(start: Path | None) -> Path | None:

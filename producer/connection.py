@@ -36,9 +36,12 @@ __all__ = [
     "RedisClient",
     "connect",
     "is_cluster",
+    "known_cluster",
     "mask_url",
+    "remember_cluster",
     "seed_nodes",
     "single_node",
+    "with_node",
     "write_refused",
 ]
 
@@ -149,19 +152,18 @@ class Connecting:
     async def _open(self) -> RedisClient:
         seeds = seed_nodes(self.url)
         if seeds is not None:
-            return self._cluster(_with_node(self.url, seeds[0]), seeds)
+            return self._cluster(with_node(self.url, seeds[0]), seeds)
         single = single_node(self.url, retries=self.retries, socket_timeout=self.socket_timeout)
         try:
             clustered = await _cluster_enabled(single)
         except RedisConnectionError:
             await single.aclose()
-            parts = urlsplit(self.url)
-            known = _KNOWN_NODES.get((parts.hostname or "localhost", parts.port or 6379))
+            known = known_cluster(self.url)
             if known is None:
                 raise
             # The node this URL names is down (failed over, say), but this process has
             # met its cluster: any node it knew finds the rest.
-            return self._cluster(_with_node(self.url, known[0]), known)
+            return self._cluster(with_node(self.url, known[0]), known)
         except BaseException:
             await single.aclose()
             raise
@@ -174,10 +176,7 @@ class Connecting:
         except BaseException:
             await client.aclose()
             raise
-        nodes = [(node.host, int(node.port)) for node in client.get_nodes()]
-        parts = urlsplit(self.url)
-        for node in [*nodes, (parts.hostname or "localhost", parts.port or 6379)]:
-            _KNOWN_NODES[node] = nodes
+        remember_cluster(self.url, [(node.host, int(node.port)) for node in client.get_nodes()])
         return client
 
     def _cluster(self, url: str, seeds: list[tuple[str, int]]) -> RedisCluster:
@@ -194,7 +193,23 @@ class Connecting:
         )
 
 
-def _with_node(url: str, node: tuple[str, int]) -> str:
+def remember_cluster(url: str, nodes: list[tuple[str, int]]) -> None:
+    """Note the ``nodes`` of the cluster ``url`` names, by each of them (see :func:`known_cluster`)."""
+    parts = urlsplit(url)
+    for node in [*nodes, (parts.hostname or "localhost", parts.port or 6379)]:
+        _KNOWN_NODES[node] = nodes
+
+
+def known_cluster(url: str) -> list[tuple[str, int]] | None:
+    """The nodes this process has met of the cluster whose node ``url`` names (None: it met none).
+
+    The node a URL names may be down (failed over): any node of its cluster finds the rest.
+    """
+    parts = urlsplit(url)
+    return _KNOWN_NODES.get((parts.hostname or "localhost", parts.port or 6379))
+
+
+def with_node(url: str, node: tuple[str, int]) -> str:
     """``url`` naming only ``node`` (its user, password and options kept)."""
     parts = urlsplit(url)
     userinfo, at, _ = parts.netloc.rpartition("@")

@@ -117,8 +117,8 @@ class MetricsLogged:
 
     ``timestamp`` is when the logger took the points from its buffer: reading the
     clock on every ``log`` would cost a system call on some machines, and the buffer
-    is drained within milliseconds (at most :data:`runstream.logger.DRAIN_TICK` while
-    Redis is slow or down), so it is the time of each point to that precision.
+    is drained every linger (``Settings.linger_ms``, a few milliseconds; up to five
+    times that while many points flow), so it is the time of each point to that precision.
     """
 
     TYPE: ClassVar[str] = "metric"

@@ -2,14 +2,15 @@
 
 One :class:`EventLogger` per process.  ``run.log`` appends a tuple to
 :attr:`EventLogger.queue` (a ``deque``: appends and pops are atomic) and returns; it
-takes no lock and does no I/O.  A daemon thread runs an asyncio loop whose *pump*
-drains the buffer into per-run batches (:mod:`runstream._batcher`), queues them in
-each destination's outbox (:mod:`runstream._outbox`, memory then disk) and sends them
-with pipelined XADDs (:mod:`runstream._channel`).
+takes no lock and does no I/O.  A daemon thread, the sender (:mod:`runstream._sender`),
+wakes every linger (a few milliseconds), drains the buffer into per-run batches
+(:mod:`runstream._batcher`), queues them in each destination's outbox
+(:mod:`runstream._outbox`, memory then disk) and sends them (:mod:`runstream._channel`).
+The hot path never wakes it while a run logs; after a quiet spell it raises
+:attr:`EventLogger.attention`, and the next ``log`` wakes it.
 
-Adaptive batching: while the pump is idle it raises :attr:`EventLogger.attention`,
-and the next ``log`` wakes it, so a lone event leaves within about a millisecond;
-while a send is in flight, events pile up in the buffer and leave together.
+Reads and waits that this process makes of Redis (``get_metrics``,
+``wait_for_completion``) run on an asyncio loop in a second thread, started on first use.
 
 The one flag the hot path reads, ``attention``, also asks callers for help when the
 buffer outgrows ``max_queue_events`` (the caller drains it into the outbox itself,
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import operator
 import os
 import secrets
 import threading
@@ -29,12 +31,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Final, TypeVar, cast
 
 from runstream._batcher import Item, RunHandle, build_batches
 from runstream._channel import Channel
 from runstream._log import sdk_logger
+from runstream._sender import Sender
 from runstream._spool import OutgoingBatch
 from runstream.config import Settings
 from runstream.errors import FlushTimeoutError, LoggerError, RunstreamError, SpoolError
@@ -45,11 +49,8 @@ __all__ = ["EventLogger", "LoggerStats", "get_logger"]
 
 T = TypeVar("T")
 
-#: Items the pump takes from the buffer in one go (keeps the loop responsive).
+#: Items a drain takes from the buffer in one go (a burst is sent in pieces, not held whole).
 _DRAIN_MAX: Final = 262_144
-#: While a send is in flight or Redis is backing off, the buffer is still drained
-#: into the outbox this often, so memory stays bounded by the outbox.
-DRAIN_TICK: Final = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +88,9 @@ class EventLogger:
     """The process's buffer, pump thread and destinations.
 
     Attributes:
-        queue: the buffer; the hot path appends, the pump (or a helping caller,
+        queue: the buffer; the hot path appends, the sender (or a helping caller,
             under ``_drain_lock``) pops.
-        attention: read by every ``log``; True when the pump is idle (wake it),
+        attention: read by every ``log``; True when the sender is idle (wake it),
             the buffer is overfull (help drain it) or the spool failed (raise).
         producer: this process's producer id (new after a fork).
     """
@@ -101,6 +102,7 @@ class EventLogger:
         self.max_queue_events = 1_000_000
         self.heartbeat_interval = 5.0
         self.exit_flush_timeout = 10.0
+        self.linger = 0.01
         self.events_logged = 0
         # Markers asked for (bumped before one enters the buffer) and found by drains:
         # while they differ, a drain looks for markers among what it popped.
@@ -113,13 +115,11 @@ class EventLogger:
         self._handles: list[RunHandle] = []
         self._by_run: dict[tuple[str, Channel], RunHandle] = {}
         self._live: set[RunHandle] = set()  # runs that send heartbeats
-        self._markers: list[_FlushMarker] = []  # drained, waiting for acks (pump only)
+        self._markers: list[_FlushMarker] = []  # drained, waiting for acks (sender only)
         self._error: RunstreamError | None = None
-        self._thread: threading.Thread | None = None
+        self._sender: Sender | None = None
+        self._thread: threading.Thread | None = None  # the asyncio loop's, for reads (see loop)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake: asyncio.Event | None = None
-        self._sends: set[asyncio.Task[None]] = set()  # in flight (logger thread only)
-        self._stopping = False
         self._closed = False  # after the exit flush: nothing more can be sent
         self._exit_hooks: list[Callable[[], None]] = []
         self._atexit_registered = False
@@ -142,6 +142,7 @@ class EventLogger:
         self.max_queue_events = settings.max_queue_events
         self.heartbeat_interval = settings.heartbeat_interval
         self.exit_flush_timeout = settings.exit_flush_timeout
+        self.linger = settings.linger_ms / 1000
         if live:
             handle.live = True
             self._live.add(handle)
@@ -181,13 +182,13 @@ class EventLogger:
         self._ensure_started()
         self.attention = False
         if len(self.queue) > self.max_queue_events:
-            self._drain()  # the pump cannot keep up: drain here rather than grow
-        self._wake_pump()
+            self.drain()  # the sender cannot keep up: drain here rather than grow
+        self._wake_sender()
 
-    def _wake_pump(self) -> None:
-        loop, wake = self._loop, self._wake
-        if loop is not None and wake is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(wake.set)
+    def _wake_sender(self) -> None:
+        sender = self._sender
+        if sender is not None:
+            sender.wake()
 
     # ------------------------------------------------------------------------- flush
 
@@ -201,12 +202,12 @@ class EventLogger:
         """
         if self._error is not None:
             raise self._error
-        if self._thread is None:
+        if self._sender is None:
             return
         marker = _FlushMarker()
         self._flush_requests += 1
         self.queue.append(marker)
-        self._wake_pump()
+        self._wake_sender()
         if not marker.done.wait(timeout):
             raise FlushTimeoutError(self._undelivered_message(f"flush did not finish in {timeout} s"))
         if self._error is not None:
@@ -245,122 +246,64 @@ class EventLogger:
             events_lost=sum(ch.outbox.lost_events for ch in channels),
         )
 
-    # ------------------------------------------------------------------------ thread
+    # ----------------------------------------------------------------------- threads
 
     def _ensure_started(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
+        sender = self._sender
+        if sender is not None and sender.alive():
             return
         with self._start_lock:
-            if self._thread is not None and self._thread.is_alive():
+            if self._sender is not None and self._sender.alive():
                 return
-            self._stopping = False
-            loop = asyncio.new_event_loop()
-            ready = threading.Event()
-            thread = threading.Thread(target=self._run, args=(loop, ready), name="runstream-logger", daemon=True)
-            thread.start()
-            ready.wait()
-            self._loop, self._thread = loop, thread
+            self._sender = Sender(self, self.linger)
+            self._sender.start()
             if not self._atexit_registered:
                 atexit.register(self.close)
                 self._atexit_registered = True
 
-    def _run(self, loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(self._main(ready))
-        finally:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    async def _main(self, ready: threading.Event) -> None:
-        self._wake = asyncio.Event()
-        ready.set()
-        try:
-            async with asyncio.TaskGroup() as sends:
-                await self._pump(sends)
-                # Stopping: a send still waiting on a frozen Redis is abandoned; its
-                # batches stay in the outbox and are spooled (a resend is harmless).
-                for task in self._sends:
-                    task.cancel()
-        finally:
-            for channel in self._channels.values():
-                await channel.aclose()
-
     def loop(self) -> asyncio.AbstractEventLoop:
-        """The logger thread's event loop (started if need be), for work run from other threads."""
-        self._ensure_started()
-        assert self._loop is not None  # noqa: S101  # set by _ensure_started
-        return self._loop
+        """The asyncio loop of this process's reads (started if need be), for work run from other threads."""
+        with self._start_lock:
+            if self._loop is None or self._thread is None or not self._thread.is_alive():
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=_run_loop, args=(loop,), name="runstream-reads", daemon=True)
+                thread.start()
+                self._loop, self._thread = loop, thread
+            return self._loop
 
     def call(self, factory: Callable[[], Coroutine[Any, Any, T]], timeout: float | None = None) -> T:
-        """Run a coroutine on the logger's loop from another thread and return its result."""
-        self._ensure_started()
-        assert self._loop is not None  # noqa: S101  # set by _ensure_started
-        return asyncio.run_coroutine_threadsafe(factory(), self._loop).result(timeout)
+        """Run a coroutine on the reads' loop from another thread and return its result."""
+        return asyncio.run_coroutine_threadsafe(factory(), self.loop()).result(timeout)
 
-    # -------------------------------------------------------------------------- pump
+    def _stop_loop(self) -> None:
+        thread, loop = self._thread, self._loop
+        self._thread = self._loop = None
+        if thread is not None and loop is not None and thread.is_alive():
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=5.0)
 
-    async def _pump(self, sends: asyncio.TaskGroup) -> None:
-        assert self._wake is not None  # noqa: S101  # set by _main before the pump starts
-        wake = self._wake
-        next_beat = time.monotonic() + self.heartbeat_interval
-        while not self._stopping:
-            try:
-                self._drain()
-            except Exception as exc:  # noqa: BLE001  # a bug here must not kill the thread silently
-                self._error = LoggerError(f"the logger thread failed: {type(exc).__name__}: {exc}")
-                self.attention = True
-                sdk_logger("runstream.logger").exception("logger_failed")
-            now = time.monotonic()
-            for channel in self._channels.values():
-                if channel.ready(now):
-                    channel.sending = True
-                    task = sends.create_task(self._send(channel))
-                    self._sends.add(task)
-                    task.add_done_callback(self._sends.discard)
-            self._resolve_markers()
-            if now >= next_beat:
-                self._beat()
-                next_beat = now + self.heartbeat_interval
-            sending = any(ch.sending for ch in self._channels.values())
-            if self.queue and not sending:
-                await asyncio.sleep(0)
-                continue
-            timeout = self._idle_timeout(now, next_beat, sending)
-            try:
-                async with asyncio.timeout(timeout):
-                    await wake.wait()
-            except TimeoutError:
-                pass
-            wake.clear()
+    # ------------------------------------------------------------- the sender's work
 
-    def _idle_timeout(self, now: float, next_beat: float, sending: bool) -> float:
-        """How long the pump may sleep; raises ``attention`` when fully idle."""
-        if sending:
-            return DRAIN_TICK
-        backlog = [ch.retry_at for ch in self._channels.values() if ch.outbox.pending]
-        if backlog:
-            return max(0.0, min(DRAIN_TICK, min(backlog) - now))
-        self.attention = True  # the next log wakes us (set before the last look at the queue)
-        return 0.0 if self.queue else max(0.0, next_beat - now)
+    def channels(self) -> list[Channel]:
+        return list(self._channels.values())
 
-    async def _send(self, channel: Channel) -> None:
-        try:
-            await channel.send()
-        finally:
-            channel.sending = False
-            if self._wake is not None:
-                self._wake.set()
+    def flushing(self) -> bool:
+        """Whether a ``flush`` waits (its marker in the buffer, or drained and waiting for acks)."""
+        return self._flush_requests != self._markers_found or bool(self._markers)
 
-    def _drain(self) -> None:
-        """Move what the buffer holds into the outboxes (pump or helping caller)."""
+    def fail(self, error: RunstreamError) -> None:
+        """The sender failed: every later ``log`` and ``flush`` raises ``error``."""
+        self._error = error
+        self.attention = True
+
+    def drain(self) -> int:
+        """Move what the buffer holds into the outboxes (sender or helping caller); how many items."""
         with self._drain_lock:
             queue = self.queue
             count = min(len(queue), _DRAIN_MAX)
             if not count:
-                return
-            popleft = queue.popleft
-            taken = [popleft() for _ in range(count)]
+                return 0
+            taken = list(map(operator.call, repeat(queue.popleft, count)))  # no Python code per item
             # Markers are rare: look for them only while some asked for are not found yet.
             markers: list[_FlushMarker] = []
             items = cast("list[Item]", taken)
@@ -384,8 +327,9 @@ class EventLogger:
                 self._markers.append(marker)
             if len(queue) > self.max_queue_events:
                 self.attention = True
+            return count
 
-    def _resolve_markers(self) -> None:
+    def resolve_markers(self) -> None:
         still: list[_FlushMarker] = []
         for marker in self._markers:
             if marker.targets is not None and all(ch.outbox.acked_total >= n for ch, n in marker.targets):
@@ -394,7 +338,7 @@ class EventLogger:
                 still.append(marker)
         self._markers = still
 
-    def _beat(self) -> None:
+    def beat(self) -> None:
         now = time.time()
         for handle in list(self._live):
             if handle.live:
@@ -414,8 +358,8 @@ class EventLogger:
                 hook()
             except RunstreamError:
                 log.exception("exit_hook_failed")
-        thread, loop = self._thread, self._loop
-        if thread is None or loop is None or not thread.is_alive():
+        sender = self._sender
+        if sender is None or not sender.alive():
             return
         self._closed = True
         if timeout is None:
@@ -424,11 +368,11 @@ class EventLogger:
             self.flush(timeout)
         except RunstreamError as exc:
             log.debug("exit_flush_incomplete", error=str(exc))
-        self._stopping = True
-        self._wake_pump()
-        thread.join(timeout=5.0)
-        self._thread = self._loop = self._wake = None
+        sender.stop(timeout=5.0)
+        self._sender = None
+        self._stop_loop()
         for channel in self._channels.values():
+            channel.close()
             try:
                 channel.outbox.spill_all()
             except SpoolError:
@@ -456,7 +400,8 @@ class EventLogger:
         self.producer = _new_producer_id()
         self._drain_lock = threading.Lock()
         self._start_lock = threading.Lock()
-        self._thread = self._loop = self._wake = None
+        self._sender = None
+        self._thread = self._loop = None
         self._markers = []
         self._flush_requests = self._markers_found = 0
         for channel in self._channels.values():
@@ -464,6 +409,15 @@ class EventLogger:
         for handle in self._handles:
             handle.seq = 0
         self.attention = True
+
+
+def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_forever()
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
 
 
 def _new_producer_id() -> str:

@@ -17,10 +17,10 @@ from redis.exceptions import NoPermissionError
 from runstream.connection import RedisClient
 from runstream.keys import Keys
 
-__all__ = ["raise_shard_count"]
+__all__ = ["RAISE_SHARD_COUNT", "raise_shard_count"]
 
 #: Raise KEYS[1] to ARGV[1] if it is lower; the count it holds after.
-_RAISE: Final = """
+RAISE_SHARD_COUNT: Final = """
 local recorded = tonumber(redis.call('GET', KEYS[1]) or '0')
 local wanted = tonumber(ARGV[1])
 if recorded < wanted then
@@ -39,7 +39,7 @@ async def raise_shard_count(client: RedisClient, keys: Keys) -> int:
     """
     try:
         # EVAL, not EVALSHA: sent once per process and workspace, and never NOSCRIPT.
-        recorded = await client.eval(_RAISE, 1, keys.shard_count(), keys.shards)
+        recorded = await client.eval(RAISE_SHARD_COUNT, 1, keys.shard_count(), keys.shards)
     except NoPermissionError:
         return keys.shards
     return int(recorded)

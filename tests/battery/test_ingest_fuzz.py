@@ -81,7 +81,10 @@ def mutated(draw: st.DrawFn, fields: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def collecting(workspace: Workspace) -> Iterator[BackgroundCollector]:
-    with BackgroundCollector(CollectorSettings(workspace=workspace.settings, lease_ttl=2.0)) as collector:
+    # A mutated entry can be a valid batch of a new producer with a seq past 1 (packb(50) is b"2"):
+    # it waits for the seqs before it, so the bound on that wait is short here.
+    settings = CollectorSettings(workspace=workspace.settings, lease_ttl=2.0, gap_timeout=1.0)
+    with BackgroundCollector(settings) as collector:
         yield collector
 
 
