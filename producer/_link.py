@@ -18,13 +18,18 @@ from __future__ import annotations
 
 import contextlib
 import encodings.idna  # noqa: F401  # see below
+import os
+import select
 import socket
+import ssl
 import time
 from collections.abc import Sequence
 from typing import Any, Final, cast
 from urllib.parse import urlsplit, urlunsplit
 
+import hiredis
 import redis
+from redis._parsers.base import BaseParser  # its error classes by message, as redis-py's parsers use them
 from redis.cluster import ClusterNode
 from redis.exceptions import AskError, ClusterDownError, NoPermissionError, RedisError, ResponseError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -41,6 +46,7 @@ from runstream.connection import (
 )
 
 __all__ = ["Flight", "Link"]
+
 
 # (encodings.idna, imported above: getaddrinfo looks the codec up on first use, and in a
 # forked child, whose sender thread connects first, that lookup can fail with "unknown
@@ -75,8 +81,7 @@ class Link:
     def __init__(self, url: str) -> None:
         self.url = url
         self._client: redis.Redis | redis.RedisCluster | None = None
-        # redis-py's sync connections, which it leaves untyped: one per node, the sender's own.
-        self._connections: dict[tuple[str, int], Any] = {}
+        self._wires: dict[tuple[str, int], _Wire] = {}  # one per node, the sender's own
 
     @property
     def cluster(self) -> bool:
@@ -111,10 +116,10 @@ class Link:
         flight = Flight(self)
         try:
             for address, group in by_node.items():
-                connection = self._connection(address)
+                wire = self._wire(address)
                 commands = _commands(group, atomic)
-                flight.replies.append((connection, len(commands)))
-                connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+                flight.replies.append((wire, len(commands), []))
+                wire.write(commands)
         except (RedisError, OSError) as exc:
             self.failed(exc)
             raise
@@ -124,17 +129,17 @@ class Link:
         """After a failed send: the connections are dropped (their replies are out of step unless
         ``in_step``), and a cluster's slot map is refreshed if ``exc`` says it is stale."""
         if not in_step:
-            for connection in self._connections.values():
-                connection.disconnect()
-            self._connections.clear()
+            for wire in self._wires.values():
+                wire.connection.disconnect()
+            self._wires.clear()
         client = self._client
         if isinstance(client, redis.RedisCluster) and _reroutes(exc):
             with contextlib.suppress(RedisError, OSError):  # no node answers yet: the next send tries again
                 client.nodes_manager.initialize()
 
-    def _connection(self, address: tuple[str, int]) -> Any:
-        connection = self._connections.get(address)
-        if connection is None:
+    def _wire(self, address: tuple[str, int]) -> _Wire:
+        wire = self._wires.get(address)
+        if wire is None:
             client = self.client()
             if isinstance(client, redis.RedisCluster):
                 node = cast("Any", client).get_node(host=address[0], port=address[1])
@@ -143,64 +148,139 @@ class Link:
                 pool = node.redis_connection.connection_pool
             else:
                 pool = client.connection_pool
-            connection = self._connections[address] = pool.make_connection()
-        return connection
+            wire = self._wires[address] = _Wire(pool.make_connection())
+        return wire
 
     def interrupt(self) -> None:
         """End a send waiting on a frozen Redis (from another thread): its sockets are shut."""
-        for connection in list(self._connections.values()):
-            sock = getattr(connection, "_sock", None)
+        for wire in list(self._wires.values()):
+            sock = getattr(wire.connection, "_sock", None)
             if sock is not None:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
-        for connection in self._connections.values():
-            connection.disconnect()
-        self._connections.clear()
+        for wire in self._wires.values():
+            wire.connection.disconnect()
+        self._wires.clear()
         if self._client is not None:
             self._client.close()
             self._client = None
 
 
+class _Wire:
+    """One node's connection as the sender speaks to it.
+
+    redis-py's connection does the handshake (TLS, AUTH, RESP2); then, where the socket is
+    plain TCP or a unix socket (not TLS), the sender writes and reads the
+    socket itself: commands packed and replies parsed by hiredis in C.  A tick of the sender
+    runs cold (its caches gone after a linger asleep), and the fewer Python frames it passes
+    through, the shorter it holds the GIL the training loop needs; redis-py's reply path is a
+    few frames per reply.  Over TLS it is redis-py's own path.
+    """
+
+    __slots__ = ("connection", "reader", "sock")
+
+    def __init__(self, connection: Any) -> None:  # redis-py's sync connections are untyped
+        self.connection = connection
+        self.sock: socket.socket | None = None  # the socket ``reader`` reads (None: redis-py's path)
+        self.reader: Any = None
+
+    def write(self, commands: list[tuple[Any, ...]]) -> None:
+        connection = self.connection
+        if connection._sock is None:  # (dropped after a failure): connect anew
+            connection.connect()
+        sock = connection._sock  # the handshake is done: the socket is ours to write
+        if isinstance(sock, ssl.SSLSocket):
+            self.sock = None
+            connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+            return
+        if sock is not self.sock:
+            self.sock, self.reader = sock, hiredis.Reader()
+        sock.sendall(b"".join(map(hiredis.pack_command, commands)))
+
+    def collect(self, replies: list[Any], want: int, timeout: float) -> bool:
+        """Add to ``replies`` those that came, up to ``want`` (waiting up to ``timeout``); whether all did."""
+        sock, reader = self.sock, self.reader
+        if sock is None:  # redis-py's path
+            connection = self.connection
+            while len(replies) < want:
+                if not connection.can_read(timeout):
+                    return False
+                try:
+                    replies.append(connection.read_response())
+                except ResponseError as exc:
+                    replies.append(exc)
+            return True
+        while len(replies) < want:
+            reply = reader.gets()
+            if reply is not False:
+                replies.append(_error(reply) if isinstance(reply, hiredis.ReplyError) else reply)
+                continue
+            try:
+                # os.read, not sock.recv: a socket with a timeout (redis-py's are) polls up to
+                # the timeout before it reads; its descriptor is non-blocking, so this never waits.
+                data = os.read(sock.fileno(), 1 << 16)
+            except BlockingIOError:
+                if timeout <= 0 or not select.select([sock], [], [], timeout)[0]:
+                    return False
+                timeout = 0.0
+                continue
+            if not data:
+                raise RedisConnectionError("Redis closed the connection")
+            reader.feed(data)
+        return True
+
+
 class Flight:
-    """A send on its way: the connections its replies will come on, and how many on each."""
+    """A send on its way: the nodes its replies will come from, how many from each, those come so far."""
 
     __slots__ = ("link", "replies", "started")
 
     def __init__(self, link: Link) -> None:
         self.link = link
-        self.replies: list[tuple[Any, int]] = []
+        self.replies: list[tuple[_Wire, int, list[Any]]] = []
         self.started = time.monotonic()
 
     def landed(self, timeout: float = 0.0) -> bool:
-        """Whether the replies have begun to arrive on every connection (waiting up to ``timeout``)."""
-        return all(connection.can_read(timeout) for connection, _ in self.replies)
+        """Whether every reply came (waiting up to ``timeout`` for them)."""
+        try:
+            return all(wire.collect(got, want, timeout) for wire, want, got in self.replies)
+        except (RedisError, OSError) as exc:
+            self.link.failed(exc)
+            raise
 
     def finish(self) -> None:
-        """Read every reply (a reply that has begun arrives whole at once).
+        """Read what replies are left (waiting for them) and say whether Redis took every XADD.
 
         Raises:
             RedisError, OSError: Redis refused some of the XADDs (or the connection was lost):
                 the others may have been taken; a resend is harmless, each carries its seq.
         """
-        refused: BaseException | None = None
-        try:
-            for connection, count in self.replies:
-                for _ in range(count):  # every reply is read, so the connection stays in step
-                    try:
-                        reply = connection.read_response()
-                    except ResponseError as exc:
-                        refused = refused or exc
-                        continue
-                    if isinstance(reply, list):
-                        refused = refused or next((r for r in reply if isinstance(r, ResponseError)), None)
-        except (RedisError, OSError) as exc:
+        if not self.landed(SOCKET_TIMEOUT):
+            exc = RedisTimeoutError(f"no reply from Redis within {SOCKET_TIMEOUT:.0f} s")
             self.link.failed(exc)
-            raise
+            raise exc
+        refused: BaseException | None = None
+        for _, _, got in self.replies:  # every reply was read, so the connections stay in step
+            for reply in got:
+                if isinstance(reply, ResponseError):
+                    refused = refused or reply
+                elif isinstance(reply, list):
+                    refused = refused or next(
+                        (r for r in reply if isinstance(r, ResponseError | hiredis.ReplyError)), None
+                    )
+        if isinstance(refused, hiredis.ReplyError):
+            refused = _error(refused)
         if refused is not None:
             self.link.failed(refused, in_step=True)
             raise refused
+
+
+def _error(reply: Any) -> ResponseError:
+    """A hiredis error reply as the redis-py exception its message names (OOM, NOPERM, MOVED...)."""
+    error: ResponseError = cast("Any", BaseParser).parse_error(str(reply))
+    return error
 
 
 def _commands(batches: list[OutgoingBatch], atomic: bool) -> list[tuple[Any, ...]]:

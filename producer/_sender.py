@@ -20,6 +20,9 @@ once it outgrows ``max_queue_events``.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import select
 import threading
 import time
 from typing import TYPE_CHECKING, Final
@@ -46,7 +49,11 @@ class Sender:
     def __init__(self, logger: EventLogger, linger: float) -> None:
         self.logger = logger
         self.linger = linger
-        self._woken = threading.Event()
+        # Woken through a pipe: the sleep is one select() (threading.Event's wait is a few
+        # Python frames, dear in a thread that wakes with cold caches), cut short by a byte.
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        os.set_blocking(self._wake_write, False)
         self._rate = 0.0  # points/s lately, smoothed (see _linger)
         self._drained_at = time.monotonic()
         self._stopping = False
@@ -57,7 +64,14 @@ class Sender:
 
     def wake(self) -> None:
         """Called by ``log`` (through ``attention``) and by ``flush``: send soon."""
-        self._woken.set()
+        with contextlib.suppress(BlockingIOError, OSError):  # full: a wake-up is on its way already
+            os.write(self._wake_write, b"\0")
+
+    def _sleep(self, timeout: float) -> None:
+        """Sleep ``timeout`` seconds or until woken."""
+        if select.select([self._wake_read], [], [], timeout)[0]:
+            with contextlib.suppress(BlockingIOError, OSError):
+                os.read(self._wake_read, 4096)
 
     def alive(self) -> bool:
         return self.thread.is_alive()
@@ -65,12 +79,20 @@ class Sender:
     def stop(self, timeout: float) -> None:
         """End the thread after its current send; one waiting on a frozen Redis is cut short."""
         self._stopping = True
-        self._woken.set()
+        self.wake()
         self.thread.join(timeout=min(timeout, 1.0))
         if self.thread.is_alive():
             for channel in self.logger.channels():
                 channel.link.interrupt()
             self.thread.join(timeout=max(0.0, timeout - 1.0))
+        if not self.thread.is_alive():
+            self.forget()
+
+    def forget(self) -> None:
+        """Close the wake-up pipe (the thread is gone: ended, or left behind in the parent by a fork)."""
+        for fd in (self._wake_read, self._wake_write):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def _run(self) -> None:
         logger = self.logger
@@ -109,8 +131,7 @@ class Sender:
             if quiet >= QUIET_TICKS:
                 self._sleep_until_woken(next_beat)
                 quiet = 0
-            self._woken.wait(linger)  # a flush cuts it short
-            self._woken.clear()
+            self._sleep(linger)  # a flush cuts it short
 
     def _linger(self, drained: int, now: float) -> float:
         """The next linger: the base one while under :data:`STRETCH_RATE` points/s flow, longer above.
@@ -129,8 +150,7 @@ class Sender:
 
     def _sleep_until_woken(self, next_beat: float) -> None:
         logger = self.logger
-        self._woken.clear()
         logger.attention = True  # the next log wakes us (set before the last look at the buffer)
         if logger.queue or self._stopping:
             return
-        self._woken.wait(max(0.0, next_beat - time.monotonic()))
+        self._sleep(max(0.0, next_beat - time.monotonic()))

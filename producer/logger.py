@@ -400,6 +400,8 @@ class EventLogger:
         self.producer = _new_producer_id()
         self._drain_lock = threading.Lock()
         self._start_lock = threading.Lock()
+        if self._sender is not None:
+            self._sender.forget()  # the parent's thread: not in this process
         self._sender = None
         self._thread = self._loop = None
         self._markers = []
