@@ -30,6 +30,7 @@ from bench import server as server_bench
 from bench.cluster import cluster_rows
 from bench.report import Row
 from bench.scaling import collector_process, drains
+from bench.training_loop import loop_rows
 from runstream import Experiment, Workspace
 from runstream.redis_server import RedisServer
 
@@ -355,6 +356,7 @@ def run_sections(sizes: Sizes, data_dir: Path, peers: dict[str, Any], say: Calla
             ("throughput", lambda: throughput(st, sizes, peers)),
             ("live latency", lambda: live_latency(st, sizes)),
             ("reading", lambda: reading(st, sizes)),
+            ("training loop", lambda: loop_rows(st.workspace, sizes is QUICK, bool(peers), say)),
         ]
         for title, section in sections:
             started = time.perf_counter()
@@ -370,5 +372,5 @@ def run_sections(sizes: Sizes, data_dir: Path, peers: dict[str, Any], say: Calla
     started = time.perf_counter()  # a Redis and a Redis Cluster of their own, the same points as scaling
     rows += cluster_rows(data_dir, sizes.scaling_points, sizes.repeats, say)
     say(f"Redis Cluster: {time.perf_counter() - started:.0f} s")
-    order = ["1.", "2.", "3.", "4.", "5.", "6.", "7."]
+    order = ["1.", "2.", "3.", "4.", "5.", "6.", "7.", "8."]
     return sorted(rows, key=lambda row: order.index(row.section[:2]) if row.section[:2] in order else 99)
