@@ -45,12 +45,18 @@ from runstream.events import (
 )
 from runstream.keys import Keys
 
-__all__ = ["LIVE_MAXLEN", "LIVE_POINTS", "OUTPUT_MAXLEN", "Plan", "plan"]
+__all__ = ["LIVE_BYTES", "LIVE_MAXLEN", "LIVE_MIN", "LIVE_POINTS", "OUTPUT_MAXLEN", "Plan", "live_cap", "plan"]
 
 #: Newest points per metric a live update carries.
 LIVE_POINTS: Final = 1024
 #: Entries the live stream keeps (approximately): a subscriber further behind resyncs.
 LIVE_MAXLEN: Final = 10_000
+#: Bytes of updates the live stream keeps (about, and at least LIVE_MIN entries): every
+#: update is a copy of its batch's points (~12 B a point), so 10,000 updates of a run
+#: logging 10,000 points/s would be 65 MB; this keeps the stream a few seconds deep
+#: there, and as deep as LIVE_MAXLEN for slow runs.
+LIVE_BYTES: Final = 1 << 20
+LIVE_MIN: Final = 100
 #: Output entries (chunks of lines) a run keeps (approximately).
 OUTPUT_MAXLEN: Final = 100_000
 
@@ -187,6 +193,11 @@ def _heard_from(events: list[Event]) -> bool:
     return any(not isinstance(event, StatusChanged) for event in events)
 
 
+def live_cap(payload_bytes: int) -> int:
+    """The live stream's MAXLEN for an update of ``payload_bytes``: LIVE_BYTES of updates of its size."""
+    return max(LIVE_MIN, min(LIVE_MAXLEN, LIVE_BYTES // max(payload_bytes, 1)))
+
+
 def plan(batch: Batch, keys: Keys, *, producer: str | None = None, now: float | None = None) -> Plan:
     """The writes that apply ``batch`` to its run's record.
 
@@ -206,11 +217,12 @@ def plan(batch: Batch, keys: Keys, *, producer: str | None = None, now: float | 
     for event in batch.events:
         _fold(builder, event)
     live = _compact(batch.events)
+    payload = encode_payload(live) if live else b""
     args: list[Arg] = [
         batch.producer if producer is None else producer,
         batch.seq,
-        LIVE_MAXLEN,
-        encode_payload(live) if live else b"",
+        live_cap(len(payload)),
+        payload,
         *builder.ops,
     ]
     return Plan(builder.keys, args, builder.after, builder.points)

@@ -70,10 +70,169 @@ end
 
 local SEAL = 65536
 
+-- Merging a tail's chunks as it is sealed: runstream.collector.merging is the same
+-- algorithm in Python, byte for byte (its docstring has the rules, records.py the
+-- format).  Lua numbers are doubles: steps of 2**53 and over are left as they are.
+local EXACT = 9007199254740992
+local MERGED = {a = 'A', d = 'D', q = 'Q', u = 'U'}
+local STEP_BYTES = {a = 0, d = 4, q = 8, u = 8, A = 0, D = 4, Q = 8, U = 8}
+
+local function fits32(x)
+  return x >= -2147483648 and x <= 2147483647
+end
+
+-- The sum of n int32s at pos (a "d" chunk's deltas), unpacked 100 at a time.
+local function sum32(data, pos, n)
+  local total, done = 0, 0
+  while done < n do
+    local k = math.min(100, n - done)
+    local got = {struct.unpack('<' .. string.rep('i4', k), data, pos + 4 * done)}
+    for j = 1, k do total = total + got[j] end
+    done = done + k
+  end
+  return total
+end
+
+-- The chunk at pos: its header fields, where its parts start, where the next chunk does.
+local function read_chunk(data, pos)
+  local kind, mode, n, _, step0, stride = struct.unpack('<c1c1I4di8i8', data, pos)
+  local lo, hi = struct.unpack('<I4I4', data, pos + 6)
+  local c = {kind = kind, mode = mode, n = n, step0 = step0, stride = stride, lo = lo, hi = hi, start = pos,
+             body = pos + 30, first = 0, last = 0}
+  c.values = c.body + STEP_BYTES[mode] * n
+  c.elements = c.values
+  if kind == 's' then
+    local first = string.byte(data, c.values + 4)
+    c.stop = c.values + 4 + struct.unpack('<I4', data, c.values)
+    c.elements = c.values + 4 + ((first < 0xdc) and 1 or ((first == 0xdc) and 3 or 5))
+  elseif kind == '?' then
+    c.stop = c.values + n
+  else
+    c.stop = c.values + 8 * n
+  end
+  c.vstop = c.stop
+  if not MERGED[mode] then
+    c.stop = c.stop + 4 + 6 * struct.unpack('<I4', data, c.stop)
+  end
+  if mode == 'a' then
+    c.first, c.last = step0, step0 + (n - 1) * stride
+  elseif mode == 'd' then
+    c.first, c.last = step0 + struct.unpack('<i4', data, c.body), step0 + sum32(data, c.body, n)
+  end
+  return c
+end
+
+local function joinable(c)
+  if not MERGED[c.mode] or c.n > 65535 then
+    return false
+  end
+  return c.mode == 'q' or c.mode == 'u' or (math.abs(c.step0) < EXACT and math.abs(c.stride) < EXACT
+    and math.abs(c.first) < EXACT and math.abs(c.last) < EXACT)
+end
+
+local function start_run(data, c)
+  return {head = c, mode = c.mode, n = c.n, stride = c.stride, last = c.last, lo = c.lo, hi = c.hi, count = 1,
+          steps = {string.sub(data, c.body, c.values - 1)}, values = {string.sub(data, c.elements, c.vstop - 1)},
+          times = {struct.pack('<I2i4', c.n, 0)}, raw = {string.sub(data, c.start, c.stop - 1)}}
+end
+
+-- Join chunk c to the run if it can (as merging._Run.add); false leaves the run as it was.
+local function join(data, run, c)
+  local head = run.head
+  if not joinable(head) or not joinable(c) or c.kind ~= head.kind or run.n + c.n >= 4294967296 then
+    return false
+  end
+  local delta = (c.hi - run.hi) * 4294967296 + (c.lo - run.lo)
+  if not fits32(delta) then
+    return false
+  end
+  local steps = string.sub(data, c.body, c.values - 1)
+  if run.mode == 'q' or run.mode == 'u' or c.mode == 'q' or c.mode == 'u' then
+    if c.mode ~= run.mode then
+      return false
+    end
+    table.insert(run.steps, steps)
+  else
+    local gap = c.first - run.last
+    local stride = gap
+    if run.n > 1 then stride = run.stride end
+    if run.mode == 'a' and c.mode == 'a' and gap == stride and (c.n == 1 or c.stride == stride) then
+      run.stride = stride
+    else
+      if not fits32(gap) or (c.mode == 'a' and c.n > 1 and not fits32(c.stride)) then
+        return false
+      end
+      if run.mode == 'a' then
+        if run.n > 1 and not fits32(run.stride) then
+          return false
+        end
+        run.mode = 'd'
+        run.steps = {struct.pack('<i4', 0) .. string.rep(struct.pack('<i4', run.stride), run.n - 1)}
+      end
+      local rest
+      if c.mode == 'a' then
+        rest = string.rep(struct.pack('<i4', c.stride), c.n - 1)
+      else
+        rest = string.sub(steps, 5)
+      end
+      table.insert(run.steps, struct.pack('<i4', gap) .. rest)
+    end
+    run.last = c.last
+  end
+  run.n, run.lo, run.hi, run.count = run.n + c.n, c.lo, c.hi, run.count + 1
+  table.insert(run.values, string.sub(data, c.elements, c.vstop - 1))
+  table.insert(run.times, struct.pack('<I2i4', c.n, delta))
+  table.insert(run.raw, string.sub(data, c.start, c.stop - 1))
+  return true
+end
+
+local function pack_run(data, run)
+  local head = run.head
+  if run.count == 1 then
+    return string.sub(data, head.start, head.stop - 1)
+  end
+  local values = table.concat(run.values)
+  if head.kind == 's' then
+    values = '\221' .. struct.pack('>I4', run.n) .. values
+    values = struct.pack('<I4', #values) .. values
+  end
+  local fields -- step0 and stride: as the head's, but for the modes that change them
+  if run.mode == 'a' then
+    fields = struct.pack('<i8i8', head.first, run.stride)
+  elseif run.mode == 'd' and head.mode == 'a' then
+    fields = struct.pack('<i8i8', head.step0, 0)
+  else
+    fields = string.sub(data, head.start + 14, head.start + 29)
+  end
+  local merged = head.kind .. MERGED[run.mode] .. struct.pack('<I4', run.n)
+    .. string.sub(data, head.start + 6, head.start + 13) .. fields .. table.concat(run.steps) .. values
+    .. struct.pack('<I4', run.count) .. table.concat(run.times)
+  local raw = table.concat(run.raw)
+  if #merged < #raw then return merged end
+  return raw -- a few points whose steps became int32 deltas: merged would not be smaller
+end
+
+local function merge(data)
+  local out, run, pos = {}, nil, 1
+  while pos <= #data do
+    local c = read_chunk(data, pos)
+    if run == nil or not join(data, run, c) then
+      if run ~= nil then table.insert(out, pack_run(data, run)) end
+      run = start_run(data, c)
+    end
+    pos = c.stop
+  end
+  if run ~= nil then table.insert(out, pack_run(data, run)) end
+  return table.concat(out)
+end
+
+-- Seal the tail into the list, its chunks merged (as they were, should the merge fail:
+-- a tail written by an older collector is still whole chunks, and nothing is lost).
 local function seal(list, tail)
   local pending = redis.call('GET', tail)
   if pending then
-    redis.call('RPUSH', list, pending)
+    local ok, merged = pcall(merge, pending)
+    redis.call('RPUSH', list, ok and merged or pending)
     redis.call('DEL', tail)
   end
 end

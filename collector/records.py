@@ -32,6 +32,24 @@ A packed series is the concatenation of the items of ``m:<name>`` and then
 So a float point costs 8 bytes plus its share of a 30-byte header: under 9 bytes
 in batched logging, where the budget is 16.  Chunks keep the logging order; a
 series whose values change type (int, then float) simply has chunks of both kinds.
+
+Merged chunks.  A training loop logs a point per metric per step, so a batch brings
+a few points per metric, and a chunk of a few points pays the whole header (a point
+a second: 38 bytes a float point).  When a tail is sealed, ``apply.lua`` merges its
+runs of joinable chunks into one (the rules: :mod:`runstream.collector.merging`).  A
+merged chunk has the step mode in upper case ("A", "D", "Q", "U": the steps as the
+lower-case mode), its header's ts is its first source chunk's, and a time table
+follows the values:
+
+    times   uint32 m, then m times <H i>: the points of source chunk j, and its ts
+            minus source chunk j-1's (j = 0: the header's ts), in float64 last
+            places (the difference of the IEEE 754 bit patterns): exact, and an int32
+            spans about ±512 s at today's epoch times
+
+So each point keeps its chunk's exact time, and a merged float point costs 8 bytes
+plus 6 per source chunk's share and 34 per merged chunk's: about 8.6 bytes in paced
+logging (10 points a chunk), 14 at a point a chunk (38 unmerged).  Old data (lower
+case modes only) reads as before.
 """
 
 from __future__ import annotations
@@ -47,7 +65,19 @@ import msgpack
 
 from runstream.events import Value
 
-__all__ = ["HEADER", "KINDS", "STEP_BYTES", "Series", "iter_chunks", "pack_chunk", "unpack_series", "unpack_values"]
+__all__ = [
+    "HEADER",
+    "KINDS",
+    "MERGED",
+    "STEP_BYTES",
+    "TIMES",
+    "Series",
+    "iter_chunks",
+    "pack_chunk",
+    "time_bits",
+    "unpack_series",
+    "unpack_values",
+]
 
 #: How a metric was logged: "series" (only ``log``), "list" (``log_list``, maybe
 #: mixed with ``log``: always read as a list), "table" (``log_row``/``log_table``),
@@ -56,8 +86,15 @@ KINDS: Final = ("series", "list", "table", "image")
 Kind = Literal["series", "list", "table", "image"]
 
 HEADER: Final = struct.Struct("<ccIdqq")
+#: A plain step mode -> its merged one (the same steps, a time table after the values).
+MERGED: Final = {b"a": b"A", b"d": b"D", b"q": b"Q", b"u": b"U"}
+_PLAIN: Final = {merged: plain for plain, merged in MERGED.items()}
 #: Bytes of step data per point, by step mode.
-STEP_BYTES: Final = {b"a": 0, b"d": 4, b"q": 8, b"u": 8}
+STEP_BYTES: Final = {b"a": 0, b"d": 4, b"q": 8, b"u": 8, b"A": 0, b"D": 4, b"Q": 8, b"U": 8}
+#: One entry of a merged chunk's time table: points, ts delta in float64 last places.
+TIMES: Final = struct.Struct("<Hi")
+_BITS: Final = struct.Struct("<Q")
+_FLOAT: Final = struct.Struct("<d")
 _INT32: Final = (-(2**31), 2**31 - 1)
 _INT64: Final = (-(2**63), 2**63 - 1)
 
@@ -140,11 +177,33 @@ def iter_chunks(data: bytes) -> Iterator[tuple[bytes, bytes, int, float, int, in
 
 
 def _body_size(data: bytes, offset: int, kind: bytes, mode: bytes, n: int) -> int:
-    steps = STEP_BYTES[mode] * n
+    size = STEP_BYTES[mode] * n
     if kind == b"s":
-        (length,) = struct.unpack_from("<I", data, offset + steps)
-        return steps + 4 + int(length)
-    return steps + {b"d": 8 * n, b"q": 8 * n, b"?": n}[kind]
+        (length,) = struct.unpack_from("<I", data, offset + size)
+        size += 4 + int(length)
+    else:
+        size += {b"d": 8 * n, b"q": 8 * n, b"?": n}[kind]
+    if mode in _PLAIN:
+        (m,) = struct.unpack_from("<I", data, offset + size)
+        size += 4 + TIMES.size * int(m)
+    return size
+
+
+def time_bits(ts: float) -> int:
+    """A time's float64 bit pattern, as the unsigned int the time table's deltas add to."""
+    (bits,) = _BITS.unpack(_FLOAT.pack(ts))
+    return int(bits)
+
+
+def _stamps(data: bytes, offset: int, ts: float) -> list[float]:
+    """The points' times from a merged chunk's time table at ``offset``."""
+    (m,) = struct.unpack_from("<I", data, offset)
+    stamps: list[float] = []
+    bits = time_bits(ts)
+    for points, delta in TIMES.iter_unpack(data[offset + 4 : offset + 4 + TIMES.size * m]):
+        bits = (bits + delta) % 2**64
+        stamps.extend(_FLOAT.unpack(_BITS.pack(bits)) * points)
+    return stamps
 
 
 def unpack_series(data: bytes) -> Series:
@@ -152,7 +211,8 @@ def unpack_series(data: bytes) -> Series:
     steps: list[int] = []
     values: list[Value] = []
     stamps: list[float] = []
-    for kind, mode, n, ts, step0, stride, offset in iter_chunks(data):
+    for kind, merged_mode, n, ts, step0, stride, offset in iter_chunks(data):
+        mode = _PLAIN.get(merged_mode, merged_mode)
         if mode == b"a":
             steps.extend(range(step0, step0 + n * stride, stride) if stride else [step0] * n)
             offset_values = offset
@@ -170,7 +230,10 @@ def unpack_series(data: bytes) -> Series:
             steps.extend(absolute)
             offset_values = offset + 8 * n
         values.extend(_values(data, offset_values, kind, n))
-        stamps.extend([ts] * n)
+        if merged_mode not in _PLAIN:
+            stamps.extend([ts] * n)
+        else:
+            stamps.extend(_stamps(data, offset + _body_size(data, offset, kind, mode, n), ts))
     return Series(steps, values, stamps)
 
 

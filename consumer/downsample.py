@@ -76,12 +76,13 @@ def series_arrays(parts: Sequence[bytes]) -> tuple[npt.NDArray[np.int64], npt.ND
     at = 0
     for part, (kind, mode, n, _, step0, stride, offset) in chunks:
         end = at + n
-        if mode == b"a":  # step0, step0 + stride, ...: a cumulative sum, computed in place
+        # An upper-case mode is a merged chunk's: the same steps (records.py).
+        if mode in (b"a", b"A"):  # step0, step0 + stride, ...: a cumulative sum, computed in place
             run = steps[at:end]
             run.fill(stride)
             run[0] = step0
             np.cumsum(run, out=run)
-        elif mode == b"d":
+        elif mode in (b"d", b"D"):
             np.cumsum(np.frombuffer(part, "<i4", n, offset), dtype=np.int64, out=steps[at:end])
             steps[at:end] += step0
         else:  # int64 steps, or uint64 ones above 2**63 - 1 (wrapped, as everywhere in the arrays)
