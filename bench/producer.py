@@ -65,9 +65,15 @@ def log_hot_path(workspace: Workspace, n: int) -> tuple[float, float]:
         log("loss", i * 0.5)
     per_call = (time.perf_counter() - start) / n
     items = list(parked)
+    handle = run._handle
+    assert handle is not None  # noqa: S101  # a run started here has one
+    # The batches built here are thrown away: the run's seq and steps are put back, or the
+    # collector would hold the run's next batch for the seqs it never got (DESIGN §3).
+    seq, steps = handle.seq, dict(handle.next_step)
     start = time.perf_counter()
     build_batches(items, "bench", pipe._handles)  # type: ignore[arg-type,attr-defined]
     per_point = (time.perf_counter() - start) / n
+    handle.seq, handle.next_step = seq, steps
     run._pipe = pipe
     run._append = pipe.queue.append  # type: ignore[attr-defined]
     run.complete()
