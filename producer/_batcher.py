@@ -18,6 +18,20 @@ of the metric's first point, so events keep their order), fills in default steps
 with the drain time, gives each batch the run's next seq and encodes it.  It runs in
 the sender thread, or in a caller thread helping to drain an overfull buffer, always
 under the logger's drain lock.
+
+Two bounds hold for every batch, so that no entry is ever refused for its size (one
+refused entry would take every event that shared it, a run's start among them):
+
+- weight: a list or table heavier than what is left of a batch is cut by values or
+  rows (:mod:`runstream._pieces`); the first piece fills the batch, the others go
+  whole batches each.
+- bytes: an encoded payload over :data:`~runstream.codec.MAX_BATCH_BYTES` (strings
+  are what gets there) is not sent: its events are shared out over several batches,
+  and an event too big alone is cut, before any of them takes a seq.  Numbers never
+  get there (16,000 points are ~150-290 KB), so the fast path pays one ``len``.
+
+Pieces go in consecutive batches of the run, each with the next seq: order per run
+is kept, seqs stay contiguous.
 """
 
 from __future__ import annotations
@@ -27,9 +41,11 @@ from collections.abc import Iterable
 from operator import itemgetter
 from typing import TYPE_CHECKING, Final, TypeAlias, cast
 
+from runstream import _pieces
+from runstream._log import sdk_logger
 from runstream._spool import OutgoingBatch
-from runstream.codec import Batch, encode_batch
-from runstream.events import Event, ListLogged, MetricsLogged, TableLogged, Value
+from runstream.codec import MAX_BATCH_BYTES, Batch, encode_batch, encode_payload
+from runstream.events import Event, MetricsLogged, Value
 
 if TYPE_CHECKING:
     from runstream._channel import Channel
@@ -84,14 +100,6 @@ class _Builder:
         self.weight = 0
 
 
-def _weight(event: Event) -> int:
-    if isinstance(event, ListLogged):
-        return len(event.values)
-    if isinstance(event, TableLogged):
-        return sum(len(col) for col in event.columns.values())
-    return 1
-
-
 def build_batches(
     items: Iterable[Item], producer: str, handles: list[RunHandle]
 ) -> list[tuple[Channel, OutgoingBatch]]:
@@ -128,9 +136,8 @@ def build_batches(
             series.append(item)
             weight += 1
         else:
+            builder, weight = _add_event(item[1], builder, weight, done, builders, last)
             series_of = builder.series = {}  # later points open new columns after this event
-            builder.events.append(item[1])
-            weight += _weight(item[1])
         if weight >= MAX_BATCH_WEIGHT:
             builder.weight = weight
             done.append(builder)
@@ -139,7 +146,36 @@ def build_batches(
     if builder is not None and last != -1:
         builder.weight = weight
     done.extend(builders.values())
-    return [(b.handle.channel, _encode(b, producer, now)) for b in done]
+    return [(b.handle.channel, batch) for b in done for batch in _encode(b, producer, now)]
+
+
+def _add_event(
+    event: Event, builder: _Builder, weight: int, done: list[_Builder], builders: dict[int, _Builder], run: int
+) -> tuple[_Builder, int]:
+    """Add ``event`` to ``builder`` (at ``weight``): the run's builder and its weight after it.
+
+    An event heavier than what is left (a long list, a large table) is cut by values or
+    rows: the first piece fills this batch, the others whole batches, the last stays open.
+    """
+    cost = _pieces.weight(event)
+    if weight + cost > MAX_BATCH_WEIGHT and (count := _pieces.units(event)) > 1:
+        if weight and MAX_BATCH_WEIGHT - weight < cost // count:  # not one row left here
+            builder, weight = _next(builder, weight, done, builders, run), 0
+        pieces = _pieces.by_weight(event, cost, MAX_BATCH_WEIGHT - weight, MAX_BATCH_WEIGHT)
+        for piece, piece_cost in pieces[:-1]:
+            builder.events.append(piece)
+            builder, weight = _next(builder, weight + piece_cost, done, builders, run), 0
+        event, cost = pieces[-1]
+    builder.events.append(event)
+    return builder, weight + cost
+
+
+def _next(builder: _Builder, weight: int, done: list[_Builder], builders: dict[int, _Builder], run: int) -> _Builder:
+    """Close ``builder`` (full at ``weight``) and open the run's next one."""
+    builder.weight = weight
+    done.append(builder)
+    builders[run] = fresh = _Builder(builder.handle)
+    return fresh
 
 
 def _periodic(
@@ -174,14 +210,14 @@ def _periodic(
     default = steps.count(None) == count
     # Whole steps per batch, as many as fit in one (a step wider than a batch: one step each).
     width = max(period, MAX_BATCH_WEIGHT - MAX_BATCH_WEIGHT % period)
-    batches = []
+    batches: list[tuple[Channel, OutgoingBatch]] = []
     for first in range(0, count, width):
         last = min(count, first + width)
         events: list[Event] = []
         for j in range(first, min(last, first + period)):
             given = None if default else steps[j:last:period]
             events.append(_column(handle, names[j], values[j:last:period], given, now))
-        batches.append((handle.channel, _encode_events(handle, events, last - first, producer)))
+        batches.extend((handle.channel, b) for b in _encode_events(handle, events, last - first, producer))
     return batches
 
 
@@ -211,13 +247,57 @@ def _column(
     return MetricsLogged(name, steps, values, now)
 
 
-def _encode(builder: _Builder, producer: str, now: float) -> OutgoingBatch:
+def _encode(builder: _Builder, producer: str, now: float) -> list[OutgoingBatch]:
     handle = builder.handle
     events = [e if not isinstance(e, list) else _columns(handle, e, now) for e in builder.events]
     return _encode_events(handle, events, builder.weight, producer)
 
 
-def _encode_events(handle: RunHandle, events: list[Event], weight: int, producer: str) -> OutgoingBatch:
+def _encode_events(handle: RunHandle, events: list[Event], weight: int, producer: str) -> list[OutgoingBatch]:
+    """The batch of ``events``, or the batches it is split into when its payload is too big.
+
+    The seq is taken only by a batch that goes out as it is, so the pieces of one that
+    did not fit take consecutive seqs.
+    """
+    fields = encode_batch(Batch(run_id=handle.run_id, producer=producer, seq=handle.seq + 1, events=events))
+    size = len(fields["b"])
+    if size > MAX_BATCH_BYTES and (groups := _split(handle, events, weight, size)) is not None:
+        return [batch for group, part in groups for batch in _encode_events(handle, group, part, producer)]
     handle.seq += 1
-    fields = encode_batch(Batch(run_id=handle.run_id, producer=producer, seq=handle.seq, events=events))
-    return OutgoingBatch(stream=handle.stream, fields=fields, size=len(fields["b"]), events=weight)
+    return [OutgoingBatch(stream=handle.stream, fields=fields, size=size, events=weight)]
+
+
+#: Bytes an event is cut into pieces of: below the bound, so that pieces a little
+#: uneven (strings of different lengths) still fit without a second cut.
+_PIECE_BYTES: Final = MAX_BATCH_BYTES * 3 // 4
+#: The most a payload's array header takes (msgpack array32).
+_ARRAY_HEADER: Final = 5
+
+
+def _split(handle: RunHandle, events: list[Event], weight: int, size: int) -> list[tuple[list[Event], int]] | None:
+    """``events`` (a payload of ``size`` bytes, too big) as groups that each fit in one
+    payload, with their weights; None if it is one event that cannot be cut."""
+    if len(events) == 1:
+        event = events[0]
+        if _pieces.units(event) < 2:  # validation keeps such events far smaller: a guard, not a path
+            sdk_logger("runstream.logger").warning(
+                "batch_over_budget", run_id=handle.run_id, event_type=event.TYPE, size=size, budget=MAX_BATCH_BYTES
+            )
+            return None  # sent alone: the collector accepts up to MAX_ENTRY_BYTES
+        parts = -(-size // _PIECE_BYTES)
+        return [([piece], part) for piece, part in _pieces.by_count(event, weight, parts)]
+    # A payload is an array header and its events one after another, so the events'
+    # own sizes add up to it: pack them in order, as many a group as fit.
+    sizes = [len(encode_payload([e])) - 1 for e in events]  # less the one-event array's header
+    groups: list[tuple[list[Event], int]] = []
+    group: list[Event] = []
+    used = part = 0
+    for event, event_size in zip(events, sizes, strict=True):
+        if group and used + event_size > MAX_BATCH_BYTES - _ARRAY_HEADER:
+            groups.append((group, part))
+            group, used, part = [], 0, 0
+        group.append(event)
+        used += event_size
+        part += _pieces.weight(event)
+    groups.append((group, part))
+    return groups

@@ -52,11 +52,19 @@ from runstream.events import (
 )
 from runstream.keys import check_identifier, check_run_id
 
-__all__ = ["MAX_ENTRY_BYTES", "WIRE_VERSION", "Batch", "EntryFields", "decode_entry", "encode_batch"]
+__all__ = ["MAX_BATCH_BYTES", "MAX_ENTRY_BYTES", "WIRE_VERSION", "Batch", "EntryFields", "decode_entry", "encode_batch"]
 
 WIRE_VERSION: Final = 1
 #: Largest payload a collector accepts; the producer splits batches well below it.
 MAX_ENTRY_BYTES: Final = 64 * 1024 * 1024
+#: Largest payload the producer writes in one entry: larger batches are split (a list, a
+#: table, a column of strings goes out in pieces, in consecutive batches).  1 MiB because
+#: one entry must never stall anyone: a collector reads 64 entries a call (64 MiB at
+#: most, not 4 GiB), and Redis, one command at a time, holds every client while it parses
+#: an XADD and while it runs the apply script of one batch (ms for 1 MiB, seconds for 64).
+#: A full batch of numbers (16,000 points) is 144-290 KB, so this cuts only batches of
+#: long strings; the longest str value (65,536 characters, <= 256 KiB) fits four times.
+MAX_BATCH_BYTES: Final = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,12 @@ Bad input is refused here, at the call, with a ``TypeError`` or ``ValueError`` t
 names the metric; nothing refused ever reaches the stream or the logger thread.
 numpy and torch scalars (anything with a 0-d ``.item()``) are turned into the
 Python value they hold, so a series logged as ``np.float32`` reads back as float.
+
+Size: a call of any size is taken when the producer can cut it into entries (a list
+by values, a table by rows, tags by keys; see :mod:`runstream._batcher`).  What no
+entry can hold is refused here, naming the limit: a str over ``MAX_STR_LEN``
+characters (anywhere: a value, a list item, a table cell, a tag), and a row over
+:data:`MAX_ROW_BYTES` (a ``log_row``, or one row of a ``log_table``), which cannot be cut.
 """
 
 from __future__ import annotations
@@ -13,11 +19,13 @@ import posixpath
 from collections.abc import Iterable, Mapping
 from typing import Final
 
+from runstream.codec import MAX_BATCH_BYTES
 from runstream.errors import InvalidNameError, InvalidValueError
-from runstream.events import MAX_LIST_LEN, MAX_NAME_LEN, MAX_STR_LEN, MAX_TABLE_CELLS, Value
+from runstream.events import MAX_NAME_LEN, MAX_STR_LEN, Value
 
 __all__ = [
     "MAX_FILE_NAME_LEN",
+    "MAX_ROW_BYTES",
     "check_file_name",
     "check_name",
     "check_row",
@@ -29,6 +37,15 @@ __all__ = [
 ]
 
 MAX_FILE_NAME_LEN: Final = 1024
+#: Most bytes one row (a ``log_row``, one row of a ``log_table``) may take, counted as
+#: :func:`_row_bytes` does: a row is never cut, so it must fit in one entry, with room
+#: to spare for the event around it (its name of up to 1 KiB, its type and time).
+MAX_ROW_BYTES: Final = MAX_BATCH_BYTES - 64 * 1024
+#: What :func:`_row_bytes` counts per cell besides its name and value: the msgpack headers
+#: of its name (3) and value (5), and, in a piece of a table, of its column's array (1).
+_CELL_BYTES: Final = 9
+#: Columns a row of numbers may have and still certainly fit (names of 255 characters).
+_NUMERIC_COLUMNS: Final = MAX_ROW_BYTES // (4 * MAX_NAME_LEN + 2 * _CELL_BYTES)
 # msgpack carries ints of 64 bits (signed or unsigned); a larger one could not be sent.
 _INT_MIN: Final = -(2**63)
 _INT_MAX: Final = 2**64 - 1
@@ -62,7 +79,9 @@ def check_value(name: str, value: object) -> Value:
         return int(value)
     if isinstance(value, str):
         if len(value) > MAX_STR_LEN:
-            raise InvalidValueError(f"metric {name!r}: str value of {len(value)} characters exceeds {MAX_STR_LEN}")
+            raise InvalidValueError(
+                f"metric {name!r}: str value of {len(value)} characters exceeds the limit of {MAX_STR_LEN}"
+            )
         _check_utf8(value, f"metric {name!r}: str value")
         return str.__str__(value)  # a plain str, also from subclasses such as numpy.str_
     item = _scalar_item(value)
@@ -88,17 +107,19 @@ def check_step(name: str, step: object) -> int:
 
 def check_values(name: str, values: object) -> list[Value]:
     """Values of ``log_list``: a list, tuple or 1-d array of scalars."""
-    seq = _as_sequence(name, values)
-    if len(seq) > MAX_LIST_LEN:
-        raise InvalidValueError(f"metric {name!r}: {len(seq)} values exceed the limit of {MAX_LIST_LEN}")
-    return [check_value(name, v) for v in seq]
+    # No limit on their number: a long list goes out in pieces, each value fits alone.
+    return [check_value(name, v) for v in _as_sequence(name, values)]
 
 
 def check_row(name: str, row: Mapping[str, object]) -> dict[str, Value]:
     """Columns of ``log_row``: at least one, each a named scalar."""
     if not row:
         raise InvalidValueError(f"metric {name!r}: log_row needs at least one column, such as x=1, y=0.4")
-    return {check_name(col, f"metric {name!r}: column"): check_value(name, v) for col, v in row.items()}
+    checked = {check_name(col, f"metric {name!r}: column"): check_value(name, v) for col, v in row.items()}
+    # Only str values (or thousands of columns) can make a row big: a C-level look first.
+    if len(checked) > _NUMERIC_COLUMNS or str in map(type, checked.values()):
+        _check_row_size(name, checked.items(), "a row")
+    return checked
 
 
 def check_table(name: str, table: object) -> dict[str, list[Value]]:
@@ -111,8 +132,13 @@ def check_table(name: str, table: object) -> dict[str, list[Value]]:
     lengths = {col: len(vals) for col, vals in columns.items()}
     if len(set(lengths.values())) > 1:
         raise InvalidValueError(f"metric {name!r}: table columns have different lengths {lengths}")
-    if sum(lengths.values()) > MAX_TABLE_CELLS:
-        raise InvalidValueError(f"metric {name!r}: table exceeds {MAX_TABLE_CELLS} cells")
+    # No limit on the rows: a large table goes out in pieces of rows.  A row is never
+    # cut: the widest must fit, and only str cells can make one wide, so check it when the
+    # longest str of each column, all in one row, would not.
+    if _widest_bound(columns) > MAX_ROW_BYTES:
+        rows = len(next(iter(columns.values())))
+        for i in range(rows):
+            _check_row_size(name, ((col, cells[i]) for col, cells in columns.items()), f"row {i}")
     return columns
 
 
@@ -132,7 +158,9 @@ def check_str_map(kind: str, mapping: object) -> dict[str, str]:
         else:
             raise TypeError(f"{kind} {key!r}: value must be a str, not {type(raw_value).__name__}")
         if len(value) > MAX_STR_LEN:
-            raise InvalidValueError(f"{kind} {key!r}: value of {len(value)} characters exceeds {MAX_STR_LEN}")
+            raise InvalidValueError(
+                f"{kind} {key!r}: value of {len(value)} characters exceeds the limit of {MAX_STR_LEN}"
+            )
         _check_utf8(value, f"{kind} {key!r}: value")
         result[key] = value
     return result
@@ -157,6 +185,39 @@ def check_file_name(name: object) -> str:
         raise InvalidNameError(f"file name {name!r:.80} must be a relative path without '.', '..' or empty parts")
     _check_utf8(name, f"file name {name!r:.80}", InvalidNameError)
     return posixpath.normpath(name)
+
+
+def _row_bytes(cells: Iterable[tuple[str, Value]]) -> int:
+    """What a row takes in an entry, at most: UTF-8 names and str values, 9 bytes a number
+    (or bool), and :data:`_CELL_BYTES` per cell."""
+    size = 0
+    for col, value in cells:
+        size += _utf8_len(col) + _CELL_BYTES + (_utf8_len(value) if isinstance(value, str) else 9)
+    return size
+
+
+def _check_row_size(name: str, cells: Iterable[tuple[str, Value]], what: str) -> None:
+    size = _row_bytes(cells)
+    if size > MAX_ROW_BYTES:
+        raise InvalidValueError(
+            f"metric {name!r}: {what} of {size} bytes exceeds the limit of {MAX_ROW_BYTES} bytes a row"
+            f" (a row is never split, and one stream entry holds {MAX_BATCH_BYTES} bytes)"
+        )
+
+
+def _widest_bound(columns: Mapping[str, list[Value]]) -> int:
+    """No row of ``columns`` takes more than this (each column's widest cell, together)."""
+    bound = 0
+    for col, cells in columns.items():
+        widest = 9
+        if str in map(type, cells):  # C-level: most columns hold numbers
+            widest = max(_utf8_len(v) for v in cells if isinstance(v, str))
+        bound += _utf8_len(col) + _CELL_BYTES + widest
+    return bound
+
+
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())  # isascii() reads a flag: O(1)
 
 
 def _check_utf8(text: str, what: str, error: type[ValueError] = InvalidValueError) -> None:
