@@ -279,7 +279,9 @@ def live_latency(st: Stack, sizes: Sizes) -> list[Row]:
     rows.append(_percentile_rows(section, "raw XADD -> XREAD (the floor), 100/s", raw))
     for rate in sizes.rates:
         samples = consumer_bench.live_latency(st.workspace, int(rate * sizes.latency_seconds), rate)
-        target, limits = ("p50 < 5, p99 < 25", (5.0, 25.0)) if rate == 1_000 else ("", None)
+        # p99 only: a point waits up to a linger (10 ms) for the sender, so the median is about
+        # half a linger by design (DESIGN §3: amortized sending), where it was a millisecond.
+        target, limits = ("p99 < 25", (math.inf, 25.0)) if rate == 1_000 else ("", None)
         rows.append(_percentile_rows(section, f"Python subscriber at {rate:,} points/s", samples, target, limits))
     for rate in sizes.rates:
         samples = server_bench.fan_out(st.workspace, st.base_url, 1, sizes.latency_seconds, 1, rate=rate)
