@@ -30,10 +30,12 @@ from urllib.parse import urlsplit, urlunsplit
 import hiredis
 import redis
 from redis._parsers.base import BaseParser  # its error classes by message, as redis-py's parsers use them
+from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode
 from redis.exceptions import AskError, ClusterDownError, NoPermissionError, RedisError, ResponseError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
 from runstream._spool import OutgoingBatch
 from runstream.connection import (
@@ -57,6 +59,9 @@ _MOVED: Final = ("MOVED ", "ASK ", "CLUSTERDOWN", "TRYAGAIN")
 
 def _options() -> dict[str, Any]:
     return {
+        # No retries of redis-py's own: a failed send is the channel's to retry, after its
+        # backoff, and a frozen Redis must hold the sender one socket timeout, not several.
+        "retry": Retry(NoBackoff(), 0),
         "protocol": 2,
         "decode_responses": False,
         "socket_timeout": SOCKET_TIMEOUT,

@@ -371,6 +371,9 @@ class EventLogger:
         sender.stop(timeout=5.0)
         self._sender = None
         self._stop_loop()
+        # What the buffer still holds goes to the outboxes, so the spill below spools it: a
+        # sender stuck on a frozen Redis (connecting, say) took none of it since.
+        self.drain()
         for channel in self._channels.values():
             channel.close()
             try:
