@@ -36,6 +36,7 @@ from redis.exceptions import AskError, ClusterDownError, NoPermissionError, Redi
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
+from redis.utils import get_lib_version
 
 from runstream._spool import OutgoingBatch
 from runstream.connection import (
@@ -50,9 +51,12 @@ from runstream.connection import (
 __all__ = ["Flight", "Link"]
 
 
-# (encodings.idna, imported above: getaddrinfo looks the codec up on first use, and in a
-# forked child, whose sender thread connects first, that lookup can fail with "unknown
-# encoding: idna" when the import machinery was busy in another thread at the fork.)
+# What the sender's first connection would import lazily is imported here, in the thread that
+# imports runstream: getaddrinfo's idna codec (above), and what importlib.metadata needs (the
+# email parser) to read redis-py's version for CLIENT SETINFO. An import under way in the
+# sender thread when the process forks leaves the child a half-initialized module, and the
+# child's sender then fails with "unknown encoding: idna" or "cannot import name 'Parser'".
+get_lib_version()  # type: ignore[no-untyped-call]  # (redis-py leaves it untyped)
 
 _MOVED: Final = ("MOVED ", "ASK ", "CLUSTERDOWN", "TRYAGAIN")
 
