@@ -55,6 +55,10 @@ __all__ = ["MAX_HELD", "Counts", "Gaps"]
 
 #: Batches a shard holds at most, ahead of gaps (a few hundred bytes each here).
 MAX_HELD: Final = 100_000
+#: Seconds between two tries of a producer's first held batch against the record: the gap may
+#: have been filled by another collector (one whose lease lapsed while it applied the batch
+#: before, or one of the same reader name), which this one would otherwise not hear of.
+RECHECK: Final = 0.5
 
 
 class Counts(Protocol):
@@ -72,6 +76,7 @@ class _Waiter:
     held: Held
     since: float  # time.monotonic() when first held by this collector
     added_ms: int  # the entry id's time: when Redis took it
+    tried: float = 0.0  # time.monotonic() when last tried again against the record (see Gaps.expire)
 
     @property
     def order(self) -> tuple[int, bytes]:
@@ -131,6 +136,11 @@ class Gaps:
             return read_ms - waiter.added_ms >= bound_ms or (caught_up and now - waiter.since >= self._timeout)
 
         for source in list(room):
+            held = room.get(source)
+            first = min(held.values(), key=lambda w: w.order) if held else None
+            if first is not None and now - first.tried >= RECHECK:
+                first.tried = now
+                await self._follow_on(stream, (await self._retry(stream, [first])).applied)
             while waiters := room.get(source):
                 first = min(waiters.values(), key=lambda w: w.order)
                 crowded = sum(map(len, room.values())) > MAX_HELD
@@ -162,7 +172,7 @@ class Gaps:
             waiters = room.setdefault((h.run_id, h.producer), {})
             known = waiters.get(h.entry_id)
             if known is None:
-                waiters[h.entry_id] = _Waiter(h, now, _ms(h.entry_id))
+                waiters[h.entry_id] = _Waiter(h, now, _ms(h.entry_id), now)
                 new += 1
             else:
                 known.held = h  # (its wait goes on from when it began)
