@@ -25,6 +25,7 @@ import pytest
 import redis
 import structlog
 from aiohttp.test_utils import TestClient
+from hypothesis import settings as hypothesis_settings
 from pytest_aiohttp import AiohttpClient
 
 from runstream import Experiment, Settings, Workspace
@@ -34,6 +35,11 @@ from runstream.collector.background import BackgroundCollector
 from runstream.collector.records import Series, unpack_series
 from runstream.consumer.server import ServerSettings, create_app
 from runstream.redis_server import RedisServer
+
+# Property tests assert what comes back, not how fast: Hypothesis's default 200 ms deadline per
+# example turned a slow moment of a shared machine into a failure (a round-trip property, in CI).
+hypothesis_settings.register_profile("runstream", deadline=None)
+hypothesis_settings.load_profile("runstream")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -62,7 +62,7 @@ def _expected(items: list[Item], handles: list[RunHandle]) -> dict[str, list[tup
 class TestBatchesOfALoop:
     """A loop's buffer (the same metrics each step) and any other buffer give the same points."""
 
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=200)
     @given(
         metrics=st.integers(1, 12),
         steps=st.integers(1, 40),

@@ -279,15 +279,17 @@ class TestClose:
     ) -> None:
         collector = start_collector(experiment.workspace)
         run = experiment.start_logging()
-        details = RunDetails(run)
-        read(details)
-        collector.stop()  # its own waits for new entries (XREAD on the ingest shards) would be counted below
-
-        started = time.monotonic()
-        details.close()
-        took = time.monotonic() - started
         with redis.Redis.from_url(redis_url) as client:
-            reading = [c for c in client.client_list() if c["cmd"] == "xread"]
+            # The session's Redis serves every test: only connections opened from here on are the widget's.
+            before = {c["id"] for c in client.client_list()}
+            details = RunDetails(run)
+            read(details)
+            collector.stop()  # its own waits for new entries (XREAD on the ingest shards) would be counted below
+
+            started = time.monotonic()
+            details.close()
+            took = time.monotonic() - started
+            reading = [c for c in client.client_list() if c["cmd"] == "xread" and c["id"] not in before]
         run.complete()
 
         assert not details.following

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import pytest
+import redis
 
 import runstream
 from runstream import Workspace
@@ -31,6 +32,7 @@ from tests.battery.conftest import (
     StartCollector,
     duplicates,
     missing,
+    read_record_series,
     report,
     start_run,
     wait_until,
@@ -124,6 +126,12 @@ def spread(seconds: list[float]) -> str:
     return f"min {ordered[0]:.2f}, median {ordered[len(ordered) // 2]:.2f}, max {ordered[-1]:.2f}"
 
 
+def spread_values(values: list[int]) -> str:
+    """Min, median and max of some counts."""
+    ordered = sorted(values)
+    return f"min {ordered[0]:,}, median {ordered[len(ordered) // 2]:,}, max {ordered[-1]:,}"
+
+
 async def every(
     clients: list[EventSourceClient], changed: asyncio.Event, condition: Callable[[EventSourceClient], bool], what: str
 ) -> None:
@@ -186,12 +194,21 @@ class TestServerKilled:
             await asyncio.to_thread(producer.join, 60)
             await asyncio.wait(tasks, timeout=60)
         exact = sum(c.values == list(range(POINTS)) for c in clients)
+        # Where a shortfall is, should one show: in the record (the collector), in the live
+        # stream (what the server reads), or only in what the clients were written.
+        recorded = await asyncio.to_thread(read_record_series, workspace, run.id)
+        with redis.Redis.from_url(workspace.settings.redis_url) as client:
+            live_entries = client.xlen(workspace.keys.live(run.id))
+            status = client.hget(workspace.keys.meta(run.id), "status")
         report(
             f"server SIGKILLed under {CLIENTS} SSE clients, restarted on the same port",
             logged=POINTS,
             logged_while_down=logged_while_down,
             clients_with_every_value_once_in_order=f"{exact} of {CLIENTS}",
             arrived_per_client=f"min {min(len(c.values) for c in clients)}, max {max(len(c.values) for c in clients)}",
+            last_value_per_client=spread_values([c.values[-1] if c.values else -1 for c in clients]),
+            record=f"{len(recorded.values):,} points, status {status!r}, {live_entries:,} live stream entries",
+            clients_ended=f"{sum(c.ended for c in clients)} of {CLIENTS}",
             missing=sum(missing(c.values, range(POINTS)) for c in clients),
             duplicates=sum(duplicates(c.values) for c in clients),
             reconnections=f"{sum(c.connections - 1 for c in clients)} (attempts {sum(c.attempts for c in clients)})",
