@@ -19,7 +19,10 @@ Starts a private redis-server; for each repeat, in a fresh database:
 Then the paced pattern (:func:`paced_memory`), as a training loop logs: R runs at
 once, one point per metric per step, M metrics, S steps/s, through the real SDK (its
 amortized sender) with a collector applying as they go; bytes per stored point of the
-runs' keys (MEMORY USAGE: series, live stream and the rest) and of INFO ``used_memory``.
+runs' keys (MEMORY USAGE: series, live stream and the rest) and of INFO ``used_memory``,
+at the end, then once the ended runs' live streams are trimmed (what a collector does
+``live_kept_after_end`` after the end, a minute by default: one pass of its trimmer,
+its clock a minute on).
 
 Prints the median of R repeats (min-max beside it) against the targets (2,000,000
 points/s apply, 9 B/point batched, 12 B/point paced) and writes the raw figures as JSON.
@@ -41,11 +44,15 @@ from typing import Final, cast
 
 import msgpack
 import redis
+import structlog
 
 from runstream import Experiment, Workspace
 from runstream.collector import Collector, CollectorSettings
+from runstream.collector.applier import Applier
+from runstream.collector.ended import EndedStreams
+from runstream.collector.settings import CollectorStats
 from runstream.connection import connect
-from runstream.keys import INGEST_GROUP
+from runstream.keys import INGEST_GROUP, Keys
 from runstream.logconfig import configure_logging
 from runstream.redis_server import RedisServer
 
@@ -171,6 +178,8 @@ class Paced:
     live_bytes_per_point: float
     live_bytes_per_entry: float
     used_memory_bytes_per_point: float
+    ended_record_bytes_per_point: float  # once the ended runs' live streams are trimmed
+    ended_used_memory_bytes_per_point: float
 
 
 class _CollectorThread:
@@ -257,11 +266,36 @@ def paced_memory(
             live += sizes.get(workspace.keys.live(run_id), 0)
             entries += int(client.xlen(workspace.keys.live(run_id)))
         grown = used_memory(client) - baseline
+        # What the collector's trimmer does live_kept_after_end (a minute) after the end, done now.
+        trimmed = asyncio.run(trim_ended(settings, time.time() + settings.live_kept_after_end + 1))
+        if trimmed != runs:
+            raise RuntimeError(f"{trimmed} ended runs' live streams trimmed, of {runs}")
+        ended_record = sum(sum(key_sizes(client, workspace, run_id).values()) for run_id in run_ids)
+        ended_grown = used_memory(client) - baseline
     finally:
         client.close()
     return Paced(
-        runs, total, seconds, record / total, series / total, live / total, live / max(entries, 1), grown / total
+        runs,
+        total,
+        seconds,
+        record / total,
+        series / total,
+        live / total,
+        live / max(entries, 1),
+        grown / total,
+        ended_record / total,
+        ended_grown / total,
     )
+
+
+async def trim_ended(settings: CollectorSettings, now: float) -> int:
+    """One pass of a collector's trimmer of ended runs' live streams, at time ``now``, over every shard."""
+    ws = settings.workspace
+    keys = Keys(ws.workspace, prefix=ws.key_prefix, shards=ws.shards)
+    async with connect(settings.workspace.redis_url) as client:
+        applier = Applier(client, keys, CollectorStats(settings.reader), structlog.get_logger())
+        trimmer = EndedStreams(client, applier, set(range(keys.shards)), structlog.get_logger(), keep=0.0)
+        return await trimmer.trim(now - settings.live_kept_after_end)
 
 
 def key_sizes(client: redis.Redis, workspace: Workspace, run_id: str) -> dict[str, int]:
@@ -284,6 +318,16 @@ def paced_rows(paced: list[Paced]) -> list[tuple[str, str, str]]:
         ("  of which the live stream", _fmt([p.live_bytes_per_point for p in paced], "B/point", 2), ""),
         ("  live stream per entry", _fmt([p.live_bytes_per_entry for p in paced], "B/entry", 0), ""),
         ("paced: used_memory growth", _fmt([p.used_memory_bytes_per_point for p in paced], "B/point", 2), ""),
+        (
+            "paced, ended: MEMORY USAGE",
+            _fmt([p.ended_record_bytes_per_point for p in paced], "B/point", 2),
+            "live streams trimmed (a minute after the end)",
+        ),
+        (
+            "paced, ended: used_memory",
+            _fmt([p.ended_used_memory_bytes_per_point for p in paced], "B/point", 2),
+            "",
+        ),
     ]
 
 

@@ -140,6 +140,8 @@ def _fold(b: _Builder, event: Event) -> None:  # noqa: C901  # one arm per event
             b.op("S", k.meta(run), status, error or "", ts)
             if status in TERMINAL_STATUSES:
                 b.after.append(("ZREM", k.live_runs(), run))
+                # Its live stream is trimmed a while after the end (:mod:`.ended`).
+                b.after.append(("ZADD", k.ended_runs(), "NX", ts if b.now is None else b.now, run))
         case HeartbeatSent(ts):
             b.op("H", k.meta(run), "last_heartbeat", ts)
             b.after.append(("ZADD", k.live_runs(), "XX", ts if b.now is None else b.now, run))

@@ -61,6 +61,16 @@ async def run_collector(settings: CollectorSettings, stop: asyncio.Event | None 
     help="Seconds a batch waits for a missing earlier seq of its producer before the gap is dead-lettered"
     " and counted (lost_batches) and the batch applied.",
 )
+@click.option(
+    "--live-kept-after-end",
+    type=float,
+    default=60.0,
+    show_default=True,
+    envvar="RUNSTREAM_LIVE_KEPT_AFTER_END",
+    show_envvar=True,
+    help="Seconds an ended run's live stream stays whole before it is trimmed to its final entry"
+    " (a client further behind reads the record).",
+)
 @click.option("--lease-ttl", type=float, default=5.0, show_default=True, help="Seconds a lease lasts unrenewed.")
 @click.option("--json/--console", "json_logs", default=None, help="Log format (default: JSON unless on a terminal).")
 def collector_command(
@@ -68,6 +78,7 @@ def collector_command(
     heartbeat_timeout: float,
     heartbeat_lost_after: float | None,
     gap_timeout: float,
+    live_kept_after_end: float,
     lease_ttl: float,
     json_logs: bool | None,
 ) -> None:
@@ -80,6 +91,7 @@ def collector_command(
         heartbeat_timeout=heartbeat_timeout,
         heartbeat_lost_after=heartbeat_lost_after,
         gap_timeout=gap_timeout,
+        live_kept_after_end=live_kept_after_end,
         lease_ttl=lease_ttl,
     )
     # One line for what stops it (a Redis out of reach or refusing it, or one that would lose

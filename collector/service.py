@@ -11,7 +11,8 @@ acked.  Acked entries are trimmed by MINID below the oldest pending one.  Its se
 and counters live in :mod:`.settings`.
 
 Beside the shard tasks: a sweeper (:mod:`.sweeper`) marks runs NotResponding when
-their heartbeats stop, then Failed ("heartbeat lost"), and a reporter publishes the
+their heartbeats stop, then Failed ("heartbeat lost"); ended runs' live streams are
+trimmed a while after the end (:mod:`.ended`); and a reporter publishes the
 counters.  ``stop`` ends every loop
 after the batch in hand; leases are then released so another collector takes over
 at once.
@@ -47,6 +48,7 @@ from structlog.typing import FilteringBoundLogger as BoundLogger
 
 from runstream.collector.applier import UNREACHABLE, Applier, Entry
 from runstream.collector.checks import check_redis
+from runstream.collector.ended import EndedStreams
 from runstream.collector.gaps import Gaps
 from runstream.collector.leases import Leases
 from runstream.collector.outage import REDIS_UNREACHABLE, Outage, WritesRefusedError, outage_cause
@@ -102,6 +104,7 @@ class Collector:
             silent_after=settings.heartbeat_timeout,
             lost_after=settings.lost_after,
         )
+        self._ended = EndedStreams(client, self._applier, self._caught_up, self._log, keep=settings.live_kept_after_end)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Collect until ``stop`` is set; then finish the batch in hand and release the leases.
@@ -114,6 +117,7 @@ class Collector:
             await self._start(stop, tasks)
             self._log.info("collector_started", shards=self.keys.shards)
             tasks.create_task(self._sweeper.run(stop))
+            tasks.create_task(self._ended.run(stop))
             tasks.create_task(self._reporter.run(stop, lambda count: self._grow(count, stop, tasks)))
         self._log.info("collector_stopped", **self._reporter.counters())
 

@@ -39,6 +39,9 @@ class CollectorSettings:
             the batch applied.  A partly failed send is resent within the producer's
             backoff (2 s at most), so a minute is thirty times that, and short enough that
             a run's later batches are not held up for long by a batch that is truly lost.
+        live_kept_after_end: seconds an ended run's live stream stays whole before it is
+            trimmed to its final entry (see :mod:`.ended`): a client that was that far behind
+            still sees the end as it happened; one further behind reads the record.
         stats_interval: seconds between two logged counter reports (Redis gets them every
             ``lease_ttl / 3``: they also tell the other collectors this one is alive).
         trim_interval: seconds between two trims of a shard.
@@ -52,6 +55,7 @@ class CollectorSettings:
     heartbeat_timeout: float = 30.0
     heartbeat_lost_after: float | None = None
     gap_timeout: float = 60.0
+    live_kept_after_end: float = 60.0
     stats_interval: float = 10.0
     trim_interval: float = 5.0
 

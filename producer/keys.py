@@ -189,6 +189,10 @@ class Keys:
         """Sorted set of runs not yet final, by the time of their last heartbeat."""
         return f"{self.prefix}:{self.workspace}:live"
 
+    def ended_runs(self) -> str:
+        """Sorted set of ended runs whose live stream is still whole, by the collector's time of the end."""
+        return f"{self.prefix}:{self.workspace}:ended"
+
     def collectors(self) -> str:
         """Hash: collector reader name -> its latest counters (JSON)."""
         return f"{self.prefix}:{self.workspace}:collectors"

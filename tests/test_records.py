@@ -354,7 +354,7 @@ class TestPlanFollowUps:
 
     @pytest.mark.parametrize("status", sorted(TERMINAL_STATUSES))
     def test_terminal_status_leaves_the_live_index(self, status: Status) -> None:
-        expected = [("ZREM", KEYS.live_runs(), RUN_ID)]
+        expected = [("ZREM", KEYS.live_runs(), RUN_ID), ("ZADD", KEYS.ended_runs(), "NX", NOW, RUN_ID)]
 
         p = plan_of(StatusChanged(status, None, TS))
 
@@ -390,6 +390,7 @@ class TestPlanFollowUps:
             ("ZADD", KEYS.live_runs(), "NX", NOW, RUN_ID),
             ("ZADD", KEYS.live_runs(), "XX", NOW, RUN_ID),
             ("ZREM", KEYS.live_runs(), RUN_ID),
+            ("ZADD", KEYS.ended_runs(), "NX", NOW, RUN_ID),
         ]
 
         p = plan_of(

@@ -1,0 +1,88 @@
+"""Ended runs give back their live stream: after a while, it keeps only its newest entry.
+
+A live stream holds copies of a run's recent updates (up to about
+:data:`~runstream.collector.aggregate.LIVE_BYTES`) for subscribers that follow or resume
+the run.  Once the run has ended, nobody follows it from there: the page and the widget
+read its record, and a client that resumes later from an older id is told to resync
+(the stream was trimmed past its point) and reads the record too.  Left alone, each
+ended run would keep up to a megabyte of duplicated points in Redis for good.
+
+When a run ends, ``apply.lua``'s follow-ups put it in the workspace's ended-run index
+(``keys.ended_runs()``, scored by the collector's time of the end).  An
+:class:`EndedStreams` in each collector trims, ``keep`` seconds after the end, the live
+streams of the ended runs of the shards it holds to their newest entry (the final
+status, as a resuming client's last message and the record's ``live_id``), then takes the
+run out of the index.  The grace lets clients that were a few seconds behind (a server
+restart, a slow tab) catch up on the end as it happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Set
+from typing import cast
+
+from structlog.typing import FilteringBoundLogger as BoundLogger
+
+from runstream.collector.applier import UNREACHABLE, Applier
+from runstream.connection import RedisClient
+
+__all__ = ["EndedStreams"]
+
+#: Runs read from the index per request.
+_PAGE = 500
+
+
+class EndedStreams:
+    """Trims the live streams of runs ended ``keep`` seconds ago to their newest entry.
+
+    Args:
+        client: the collector's client.
+        applier: the collector's applier (its ``keys`` follow the shard count as it grows).
+        owned: the collector's owned shards that it has caught up with (read, never changed).
+        log: the collector's bound logger.
+        keep: seconds an ended run's live stream stays whole.
+    """
+
+    def __init__(
+        self, client: RedisClient, applier: Applier, owned: Set[int], log: BoundLogger, *, keep: float
+    ) -> None:
+        self._client = client
+        self._applier = applier
+        self._owned = owned
+        self._log = log
+        self._keep = keep
+        self.trimmed = 0  # live streams trimmed since start
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Trim every quarter of ``keep`` (at least every second, at most every 5 s) until ``stop`` is set."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), min(max(self._keep / 4, 1.0), 5.0))
+            with contextlib.suppress(*UNREACHABLE):  # Redis away: trimmed next time (the shard loops log it)
+                await self.trim(time.time())
+
+    async def trim(self, now: float) -> int:
+        """Trim the streams of the owned shards' runs that ended ``keep`` before ``now``; how many."""
+        keys = self._applier.keys
+        index, trimmed, offset = keys.ended_runs(), 0, 0
+        while True:
+            page = cast(
+                "list[bytes]",
+                await self._client.zrangebyscore(index, "-inf", now - self._keep, start=offset, num=_PAGE),
+            )
+            mine = [raw.decode() for raw in page if keys.shard_of(raw.decode()) in self._owned]
+            for run_id in mine:
+                # Exact, not "~": an approximate trim only drops whole stream nodes (100 entries).
+                await self._client.xtrim(keys.live(run_id), maxlen=1, approximate=False)
+                await self._client.zrem(index, run_id)
+            trimmed += len(mine)
+            offset += len(page) - len(mine)  # the runs left in the index are other collectors'
+            if len(page) < _PAGE:
+                break
+        if trimmed:
+            self.trimmed += trimmed
+            self._log.debug("live_streams_trimmed", runs=trimmed)
+        return trimmed
