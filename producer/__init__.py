@@ -29,7 +29,8 @@ from runstream.errors import (
 )
 from runstream.experiment import Experiment
 from runstream.logger import LoggerStats, get_logger
-from runstream.run import OfflineRun, Run
+from runstream.offline_run import OfflineRun
+from runstream.run import Run
 from runstream.submit import Environment, ScriptRunConfig
 from runstream.workspace import Workspace
 

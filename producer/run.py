@@ -1,37 +1,30 @@
 """Runs: the logging API a training script calls (Azure ML SDK v1 ``Run`` style).
 
 Every ``log*`` call checks its input at the door (:mod:`runstream.validation`),
-appends one tuple to the process's buffer and returns: no I/O, no lock.  Files are
-stored synchronously in the workspace's artifact store, then recorded as events.
+appends one tuple to the process's buffer and returns: no I/O, no lock.  Files and
+images are :mod:`runstream._run_files`; reading the run back is :mod:`runstream._run_reads`;
+offline runs are :mod:`runstream.offline_run`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import io
 import os
-import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from runstream import _lifecycle
 from runstream._batcher import Item, RunHandle
 from runstream._context import submitted_run
-from runstream._offline import MetricValue, OfflineRecorder
-from runstream._readback import READ_BOUND, await_applied, read_back
-from runstream.artifacts import ArtifactStore, StoredFile
-from runstream.connection import connect
+from runstream._run_files import RunFiles
+from runstream._run_reads import RunReads
+from runstream.artifacts import ArtifactStore
 from runstream.errors import ConfigError, RunstreamError
 from runstream.events import (
     TERMINAL_STATUSES,
     Event,
-    FileUploaded,
-    ImageLogged,
     ListLogged,
     PropertiesAdded,
     RowLogged,
@@ -45,7 +38,6 @@ from runstream.events import (
 from runstream.keys import check_run_id
 from runstream.logger import EventLogger, get_logger
 from runstream.validation import (
-    check_file_name,
     check_name,
     check_row,
     check_step,
@@ -57,17 +49,11 @@ from runstream.validation import (
 from runstream.workspace import Workspace
 
 if TYPE_CHECKING:
-    from runstream.consumer.reader import MetricValue as RecordMetricValue
-    from runstream.consumer.reader import RecordReader
-    from runstream.consumer.subscribe import Resynced, Update
     from runstream.experiment import Experiment
-
-T = TypeVar("T")
 
 __all__ = ["Run"]
 
 _now = time.time
-_UNSAFE_FILE_CHARS = re.compile(r"[^\w.-]+")
 
 
 class _Pipe(Protocol):
@@ -80,7 +66,7 @@ class _Pipe(Protocol):
     def flush(self, timeout: float | None = ...) -> None: ...
 
 
-class Run:
+class Run(RunFiles, RunReads):
     """One run of an experiment: what a training script logs to.
 
     ``Run(experiment, run_id)`` attaches to an existing run (to read, tag or log
@@ -214,45 +200,6 @@ class Run:
         name = self._claim(check_name(name), "table")
         self._emit(TableLogged(name, check_table(name, value), _now()))
 
-    def log_image(
-        self, name: str, path: str | os.PathLike[str] | None = None, plot: Any = None, description: str = ""
-    ) -> None:
-        """Log an image from a file (``path``) or a matplotlib figure or ``pyplot`` (``plot``).
-
-        The image is stored as one of the run's files; ``get_metrics`` gives its file name.
-
-        Raises:
-            ValueError: neither or both of ``path`` and ``plot``, or no file at ``path``.
-            TypeError: ``plot`` cannot ``savefig``.
-        """
-        name = self._claim(check_name(name, "image"), "image")
-        if (path is None) == (plot is None):
-            raise ValueError(f"image {name!r}: give exactly one of path= or plot=")
-        if path is not None:
-            source = Path(path)
-            if not source.is_file():
-                raise ValueError(f"image {name!r}: no file at {str(source)!r}")
-            suffix = source.suffix.lower() or ".png"
-            with source.open("rb") as stream:
-                stored = self._store_file(self._image_file_name(name, suffix), stream)
-        else:
-            savefig = getattr(plot, "savefig", None)
-            if not callable(savefig):
-                raise TypeError(
-                    f"image {name!r}: plot must be a matplotlib Figure or pyplot, not {type(plot).__name__}"
-                )
-            buffer = io.BytesIO()
-            savefig(buffer, format="png")
-            buffer.seek(0)
-            stored = self._store_file(self._image_file_name(name, ".png"), buffer)
-        self._emit(ImageLogged(name, stored.name, _now()))
-
-    def _image_file_name(self, name: str, suffix: str) -> str:
-        count = self._image_counts.get(name, 0)
-        self._image_counts[name] = count + 1
-        stem = _UNSAFE_FILE_CHARS.sub("_", name).strip("._") or "image"
-        return f"images/{stem}{f'_{count}' if count else ''}{suffix}"
-
     # -------------------------------------------------------------- tags, properties
 
     def tag(self, key: str, value: str | None = None) -> None:
@@ -266,63 +213,6 @@ class Run:
     def add_properties(self, properties: dict[str, Any]) -> None:
         """Add properties (write-once: a property already set keeps its first value)."""
         self._emit(PropertiesAdded(check_str_map("property", properties), _now()))
-
-    # ------------------------------------------------------------------------ files
-
-    def upload_file(self, name: str, path_or_stream: str | os.PathLike[str] | BinaryIO) -> StoredFile:
-        """Store a file (a path, or a binary stream read to its end) as the run's file ``name``.
-
-        Raises:
-            ValueError: the name is not a relative path inside the run, or no file at the path.
-        """
-        name = check_file_name(name)
-        if isinstance(path_or_stream, str | os.PathLike):
-            source = Path(path_or_stream)
-            if not source.is_file():
-                raise ValueError(f"file {name!r}: no file at {str(source)!r}")
-            with source.open("rb") as stream:
-                return self._store_file(name, stream)
-        if not callable(getattr(path_or_stream, "read", None)):
-            raise TypeError(f"file {name!r}: path_or_stream must be a path or a binary stream")
-        return self._store_file(name, path_or_stream)
-
-    def upload_folder(self, name: str, path: str | os.PathLike[str]) -> list[StoredFile]:
-        """Store every file under ``path`` as ``<name>/<relative path>``."""
-        name = check_file_name(name)
-        folder = Path(path)
-        if not folder.is_dir():
-            raise ValueError(f"folder {name!r}: no folder at {str(folder)!r}")
-        files = sorted(p for p in folder.rglob("*") if p.is_file())
-        return [self.upload_file(f"{name}/{p.relative_to(folder).as_posix()}", p) for p in files]
-
-    def _store_file(self, name: str, stream: BinaryIO) -> StoredFile:
-        stored = self._store.put(self.id, name, stream)
-        self._emit(FileUploaded(stored.name, stored.size, stored.sha256, _now()))
-        return stored
-
-    def get_file_names(self) -> list[str]:
-        """The run's file names, sorted."""
-        return self._store.names(self.id)
-
-    def download_file(self, name: str, output_file_path: str | os.PathLike[str] | None = None) -> Path:
-        """Copy the run's file ``name`` to ``output_file_path`` (default: its base name here).
-
-        Raises:
-            FileNotFoundError: the run has no such file.
-        """
-        name = check_file_name(name)
-        target = Path(output_file_path) if output_file_path is not None else Path(Path(name).name)
-        if target.is_dir():
-            target = target / Path(name).name
-        try:
-            source = self._store.open(self.id, name)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"run {self.id} has no file {name!r}") from None
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with source, target.open("wb") as out:
-            while chunk := source.read(1024 * 1024):
-                out.write(chunk)
-        return target
 
     # --------------------------------------------------------------------- lifecycle
 
@@ -393,93 +283,6 @@ class Run:
         else:
             self.fail(exc)
 
-    # ---------------------------------------------------------------------- reading
-
-    def get_metrics(self, name: str | None = None) -> dict[str, RecordMetricValue]:
-        """Every metric of the run (or the one named), shaped as DESIGN §2's table says.
-
-        Reflects everything this process logged before the call (read-your-writes).
-        """
-        return self._read(lambda reader: reader.metrics(self.id, name))
-
-    def get_status(self) -> str:
-        """The run's status in its record."""
-        status = self._read(lambda reader: reader.status(self.id))
-        return status or "NotStarted"
-
-    def get_tags(self) -> dict[str, str]:
-        return self._read(lambda reader: reader.tags(self.id))
-
-    def get_properties(self) -> dict[str, str]:
-        return self._read(lambda reader: reader.properties(self.id))
-
-    def get_details(self) -> dict[str, Any]:
-        """id, experiment, status, start/end times, properties, tags, error and files."""
-        return self._read(lambda reader: reader.details(self.id))
-
-    def get_children(self) -> list[Run]:
-        """The run's child runs, as ``Run`` objects."""
-        experiment = self._require_experiment()
-        return [Run(experiment, child) for child in self._read(lambda reader: reader.children(self.id))]
-
-    def wait_for_completion(self, show_output: bool = False, timeout: float | None = None) -> dict[str, Any]:
-        """Block until the run is Completed, Failed or Canceled, and return its details.
-
-        Follows the run's live stream (no polling); with ``show_output`` prints the
-        run's captured output as it arrives.
-
-        Raises:
-            RunFailedError: the run failed (its error is in the message).
-            TimeoutError: not finished within ``timeout`` seconds.
-        """
-        return get_logger().call(lambda: self.await_completion(show_output=show_output, timeout=timeout))
-
-    async def await_completion(self, show_output: bool = False, timeout: float | None = None) -> dict[str, Any]:  # noqa: ASYNC109  # mirrors wait_for_completion
-        """:meth:`wait_for_completion` for asyncio callers."""
-        from runstream.consumer.wait import wait_for_completion  # lazy: DESIGN §1
-
-        workspace = self._require_experiment().workspace
-        async with asyncio.timeout(timeout), connect(workspace.settings.redis_url) as client:
-            details = await wait_for_completion(client, workspace.keys, self.id, show_output=show_output)
-        self.status = details["status"]
-        return details
-
-    def subscribe(self, start: str = "beginning", until_final: bool = True) -> Iterator[Update | Resynced]:
-        """The run's updates as the collector applies them (a blocking iterator).
-
-        Args:
-            start: "beginning", "now", or the id of the last update seen (to resume).
-            until_final: stop after the update that ends the run.
-        """
-        from runstream.consumer.subscribe import follow_sync, subscribe  # lazy: DESIGN §1
-
-        workspace = self._require_experiment().workspace
-        logger = get_logger()
-
-        async def updates() -> AsyncIterator[Update | Resynced]:
-            async with connect(workspace.settings.redis_url) as client:
-                async for item in subscribe(client, workspace.keys, self.id, start=start, until_final=until_final):
-                    yield item
-
-        return follow_sync(updates, logger.loop())
-
-    def _require_experiment(self) -> Experiment:
-        if self.experiment is None:
-            raise RunstreamError("an offline run has no record to read")
-        return self.experiment
-
-    def _read(self, query: Callable[[RecordReader], Awaitable[T]], bound: float = READ_BOUND) -> T:
-        """Run ``query`` on the record once it holds everything this process logged."""
-        workspace = self._require_experiment().workspace
-        self.flush(bound)
-        return read_back(workspace, self.id, self._handle.seq if self._handle is not None else 0, query, bound)
-
-    def _await_record(self, bound: float) -> Status | None:
-        """After a final status: wait until the record shows it, if a collector runs; its status then."""
-        workspace = self._require_experiment().workspace
-        recorded = await_applied(workspace, self.id, self._handle.seq if self._handle else 0, bound)
-        return next((s for s in TERMINAL_STATUSES if s == recorded), None)
-
     # ------------------------------------------------------------------- child runs
 
     def child_run(self, name: str | None = None) -> Run:
@@ -502,6 +305,8 @@ class Run:
         if submitted is None:
             if not allow_offline:
                 raise RunstreamError("not inside a submitted run: RUNSTREAM_RUN_ID is not set")
+            from runstream.offline_run import OfflineRun  # it builds on Run: a cycle
+
             return OfflineRun()
         from runstream.experiment import Experiment  # experiment imports run: a cycle
 
@@ -521,64 +326,3 @@ def _attached(experiment: Experiment, run_id: str, display_name: str, parent_id:
     run._attach(experiment, run_id, display_name, parent_id, live=False)
     run.status = status
     return run
-
-
-class OfflineRun(Run):
-    """A run outside any workspace: shows what is logged and keeps it in memory."""
-
-    def __init__(self) -> None:  # no super().__init__: nothing to attach to
-        self.experiment = None
-        self.id = f"OfflineRun_{int(_now())}_{secrets.token_hex(4)}"
-        self.display_name = self.id
-        self.parent_id = None
-        self.status = "Running"
-        self._recorder = OfflineRecorder()
-        self._handle = None
-        self._index = -1
-        self._append = self._recorder.append
-        self._pipe = self._recorder
-        self._store = _OfflineFiles()
-        self._names = set()
-        self._kinds = {}
-        self._image_counts = {}
-        self._finished = False
-        self._pid = os.getpid()
-
-    def __reduce__(self) -> tuple[Callable[[], OfflineRun], tuple[()]]:
-        """Sent to another process, an offline run arrives as a new offline run of that process."""
-        return (OfflineRun, ())
-
-    def get_metrics(self, name: str | None = None) -> dict[str, MetricValue]:
-        """What was logged, in the shapes of a live run's ``get_metrics``."""
-        metrics = self._recorder.metrics()
-        return metrics if name is None else {name: metrics[name]} if name in metrics else {}
-
-    def get_tags(self) -> dict[str, str]:
-        return dict(self._recorder.tags)
-
-    def get_properties(self) -> dict[str, str]:
-        return dict(self._recorder.properties)
-
-    def get_status(self) -> Status:
-        return self.status
-
-
-class _OfflineFiles:
-    """Offline runs record file names and digests; the bytes are not kept."""
-
-    def __init__(self) -> None:
-        self._names: list[str] = []
-
-    def put(self, run_id: str, name: str, source: BinaryIO) -> StoredFile:
-        digest, size = hashlib.sha256(), 0
-        while chunk := source.read(1024 * 1024):
-            digest.update(chunk)
-            size += len(chunk)
-        self._names.append(name)
-        return StoredFile(name=name, size=size, sha256=digest.hexdigest())
-
-    def names(self, run_id: str) -> list[str]:
-        return sorted(set(self._names))
-
-    def open(self, run_id: str, name: str) -> BinaryIO:
-        raise FileNotFoundError(f"an offline run keeps no file contents ({name!r})")

@@ -1,0 +1,130 @@
+"""Reading a run back: its record (metrics, status, tags, details), its completion, its updates.
+
+Part of :class:`runstream.Run` (a base class of it).  Every read first flushes what this
+process logged and waits until the record holds it (read-your-writes); the consumer
+side is imported lazily (DESIGN §1), so a script that only logs never loads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from runstream._batcher import RunHandle
+from runstream._readback import READ_BOUND, await_applied, read_back
+from runstream.connection import connect
+from runstream.errors import RunstreamError
+from runstream.events import TERMINAL_STATUSES, Status
+from runstream.logger import get_logger
+
+if TYPE_CHECKING:
+    from runstream.consumer.reader import MetricValue as RecordMetricValue
+    from runstream.consumer.reader import RecordReader
+    from runstream.consumer.subscribe import Resynced, Update
+    from runstream.experiment import Experiment
+    from runstream.run import Run
+
+T = TypeVar("T")
+
+__all__ = ["RunReads"]
+
+
+class RunReads:
+    """The reading methods of a run (``get_metrics``, ``wait_for_completion``, ``subscribe``, ...)."""
+
+    id: str
+    experiment: Experiment | None
+    status: Status
+    _handle: RunHandle | None
+
+    if TYPE_CHECKING:
+
+        def flush(self, timeout: float | None = 10) -> None: ...
+
+    def get_metrics(self, name: str | None = None) -> dict[str, RecordMetricValue]:
+        """Every metric of the run (or the one named), shaped as DESIGN §2's table says.
+
+        Reflects everything this process logged before the call (read-your-writes).
+        """
+        return self._read(lambda reader: reader.metrics(self.id, name))
+
+    def get_status(self) -> str:
+        """The run's status in its record."""
+        status = self._read(lambda reader: reader.status(self.id))
+        return status or "NotStarted"
+
+    def get_tags(self) -> dict[str, str]:
+        return self._read(lambda reader: reader.tags(self.id))
+
+    def get_properties(self) -> dict[str, str]:
+        return self._read(lambda reader: reader.properties(self.id))
+
+    def get_details(self) -> dict[str, Any]:
+        """id, experiment, status, start/end times, properties, tags, error and files."""
+        return self._read(lambda reader: reader.details(self.id))
+
+    def get_children(self) -> list[Run]:
+        """The run's child runs, as ``Run`` objects."""
+        from runstream.run import Run  # run builds on this module: a cycle
+
+        experiment = self._require_experiment()
+        return [Run(experiment, child) for child in self._read(lambda reader: reader.children(self.id))]
+
+    def wait_for_completion(self, show_output: bool = False, timeout: float | None = None) -> dict[str, Any]:
+        """Block until the run is Completed, Failed or Canceled, and return its details.
+
+        Follows the run's live stream (no polling); with ``show_output`` prints the
+        run's captured output as it arrives.
+
+        Raises:
+            RunFailedError: the run failed (its error is in the message).
+            TimeoutError: not finished within ``timeout`` seconds.
+        """
+        return get_logger().call(lambda: self.await_completion(show_output=show_output, timeout=timeout))
+
+    async def await_completion(self, show_output: bool = False, timeout: float | None = None) -> dict[str, Any]:  # noqa: ASYNC109  # mirrors wait_for_completion
+        """:meth:`wait_for_completion` for asyncio callers."""
+        from runstream.consumer.wait import wait_for_completion  # lazy: DESIGN §1
+
+        workspace = self._require_experiment().workspace
+        async with asyncio.timeout(timeout), connect(workspace.settings.redis_url) as client:
+            details = await wait_for_completion(client, workspace.keys, self.id, show_output=show_output)
+        self.status = details["status"]
+        return details
+
+    def subscribe(self, start: str = "beginning", until_final: bool = True) -> Iterator[Update | Resynced]:
+        """The run's updates as the collector applies them (a blocking iterator).
+
+        Args:
+            start: "beginning", "now", or the id of the last update seen (to resume).
+            until_final: stop after the update that ends the run.
+        """
+        from runstream.consumer.subscribe import follow_sync, subscribe  # lazy: DESIGN §1
+
+        workspace = self._require_experiment().workspace
+        logger = get_logger()
+
+        async def updates() -> AsyncIterator[Update | Resynced]:
+            async with connect(workspace.settings.redis_url) as client:
+                async for item in subscribe(client, workspace.keys, self.id, start=start, until_final=until_final):
+                    yield item
+
+        return follow_sync(updates, logger.loop())
+
+    def _require_experiment(self) -> Experiment:
+        if self.experiment is None:
+            raise RunstreamError("an offline run has no record to read")
+        return self.experiment
+
+    def _read(self, query: Callable[[RecordReader], Awaitable[T]], bound: float = READ_BOUND) -> T:
+        """Run ``query`` on the record once it holds everything this process logged."""
+        workspace = self._require_experiment().workspace
+        self.flush(bound)
+        return read_back(workspace, self.id, self._handle.seq if self._handle is not None else 0, query, bound)
+
+    def _await_record(self, bound: float) -> Status | None:
+        """After a final status: wait until the record shows it, if a collector runs; its status then."""
+        workspace = self._require_experiment().workspace
+        recorded = await_applied(workspace, self.id, self._handle.seq if self._handle else 0, bound)
+        return next((s for s in TERMINAL_STATUSES if s == recorded), None)
