@@ -9,8 +9,8 @@ on a process's exit, under a deadline.
 from __future__ import annotations
 
 import json
+import math
 import random
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -23,7 +23,7 @@ import redis
 
 from runstream import Experiment, Workspace
 from runstream.keys import INGEST_GROUP
-from tests.battery.conftest import CollectorProcess
+from tests.battery.conftest import CollectorProcess, PacedProducer
 from tests.conftest import read_series, wait_until
 
 #: Seeds where the kills land; change it to explore other interleavings.
@@ -54,40 +54,6 @@ def client(workspace: Workspace) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(workspace.settings.redis_url)
     yield client
     client.close()
-
-
-class Producer:
-    """Logs value i at step i of "loss" for i in 0..points-1 from a thread, then completes the run."""
-
-    def __init__(self, experiment: Experiment, points: int, flush_every: int) -> None:
-        self.run = experiment.start_logging()
-        self.points = points
-        self.flush_every = flush_every  # one entry per flush: many entries, logged while collectors come and go
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, name="producer", daemon=True)
-        self._thread.start()
-
-    def _main(self) -> None:
-        run = self.run
-        try:
-            for i in range(self.points):
-                run.log("loss", i)
-                if i % self.flush_every == self.flush_every - 1:
-                    run.flush(timeout=60)
-            run.complete(timeout=120)
-        except BaseException as exc:  # noqa: BLE001  # raised by join() in the test's thread
-            self.error = exc
-
-    @property
-    def logging(self) -> bool:
-        """Whether the producer is still logging (or completing)."""
-        return self._thread.is_alive()
-
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
-        assert not self._thread.is_alive(), f"the producer did not finish within {timeout} s"
-        if self.error is not None:
-            raise self.error
 
 
 def lease_owners(client: redis.Redis, workspace: Workspace) -> list[str | None]:
@@ -169,7 +135,9 @@ class TestKilledCollector:
         wait_until(
             lambda: lease_owners(client, workspace) == ["c1"] * workspace.keys.shards, 20, "c1 owning every shard"
         )
-        producer = Producer(experiment, points, flush_every=100)
+        producer = PacedProducer(
+            experiment.start_logging(), points, math.inf, chunk=100, flush_every=100, complete_timeout=120
+        )
         run_id = producer.run.id
 
         def progressed(collector: CollectorProcess, target: int) -> bool:
@@ -211,7 +179,9 @@ class TestTwoCollectors:
         owners = lease_owners(client, workspace)
         split = {reader: [s for s, owner in enumerate(owners) if owner == reader] for reader in ("c1", "c2")}
         wait_until(lambda: published_shards(client, workspace) == split, 10, f"counters showing {split}")
-        producer = Producer(experiment, points, flush_every=100)
+        producer = PacedProducer(
+            experiment.start_logging(), points, math.inf, chunk=100, flush_every=100, complete_timeout=120
+        )
         run_id = producer.run.id
         shard = workspace.keys.shard_of(run_id)
         victim, survivor = (first, second) if lease_owners(client, workspace)[shard] == "c1" else (second, first)
