@@ -20,16 +20,11 @@ MULTI, so that Redis takes all of them or none: in a plain pipeline, memory free
 another client between two scripts could let a run's later batch in after its earlier
 one was refused, and the seq check would then skip the earlier one for good.
 
-Dead letters are bounded in count (:data:`DEADLETTER_MAXLEN`) and in size: a letter
-keeps :data:`LETTER_FIELD_BYTES` of the entry's fields at most (and the reason's first
-:data:`REASON_CHARS` characters), noting the fields' full size and sha256 when it cuts,
-so the stream holds about ``DEADLETTER_MAXLEN x (LETTER_FIELD_BYTES + 2 KiB)`` at most
-(about 100 MB).
+Dead letters are bounded in count and size (:mod:`.deadletters`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -42,6 +37,7 @@ from structlog.typing import FilteringBoundLogger as BoundLogger
 
 from runstream.codec import Batch, decode_entry
 from runstream.collector.aggregate import Plan, plan
+from runstream.collector.deadletters import DEADLETTER_MAXLEN, REASON_CHARS, letter
 from runstream.collector.outage import UNREACHABLE, WritesRefusedError, raise_first_outage, raise_if_outage
 from runstream.connection import RedisClient, is_cluster
 from runstream.errors import DecodeError
@@ -49,10 +45,7 @@ from runstream.keys import INGEST_GROUP, Keys
 
 __all__ = [
     "APPLY_LUA",
-    "DEADLETTER_MAXLEN",
-    "LETTER_FIELD_BYTES",
     "MAX_AHEAD",
-    "REASON_CHARS",
     "UNREACHABLE",
     "Applier",
     "Counts",
@@ -60,16 +53,9 @@ __all__ = [
     "Held",
     "Outcome",
     "Source",
-    "fields_digest",
 ]
 
 APPLY_LUA: Final = resources.files("runstream.collector").joinpath("apply.lua").read_text()
-#: Dead letters kept: XADD MAXLEN ~ keeps this many and at most one stream node (100 entries) more.
-DEADLETTER_MAXLEN: Final = 10_000
-#: Bytes of an entry's fields (names and values) a dead letter keeps at most.
-LETTER_FIELD_BYTES: Final = 8 * 1024
-#: Characters of the reason a dead letter (and its log line) keeps at most.
-REASON_CHARS: Final = 1024
 #: Seqs past a producer's last applied one that a batch may be (as ``apply.lua``'s AHEAD):
 #: further on, it is dead-lettered, never waited for nor applied.  A gap comes from a send
 #: that partly failed (at most 256 batches in flight per send) or from batches Redis lost
@@ -228,7 +214,7 @@ class Applier:
         for entry_id, fields, reason in dead:
             _ = pipe.xadd(
                 self.keys.deadletter(),
-                cast("dict[FieldT, EncodableT]", _dead_letter(stream, entry_id, reason, fields)),
+                cast("dict[FieldT, EncodableT]", letter(stream, entry_id, reason, fields)),
                 maxlen=DEADLETTER_MAXLEN,
                 approximate=True,
             )
@@ -387,38 +373,3 @@ def _rounds(plans: list[Plan]) -> list[list[int]]:
             rounds.append([])
         rounds[level].append(index)
     return rounds
-
-
-def _dead_letter(stream: str, entry_id: bytes, reason: str, fields: dict[bytes, bytes]) -> dict[str | bytes, Any]:
-    """A dead-letter entry: where the entry came from, why, and its fields as they were.
-
-    Fields past :data:`LETTER_FIELD_BYTES` (names and values counted, in the entry's
-    order) are cut (a value) or dropped (a field); the letter then says so: ``size``,
-    the bytes of the entry's fields; ``sha256``, their :func:`fields_digest`; ``kept``,
-    the bytes of them it holds.
-    """
-    letter: dict[str | bytes, Any] = {"stream": stream, "entry": entry_id, "reason": reason[:REASON_CHARS]}
-    size = sum(len(key) + len(value) for key, value in fields.items())
-    if size <= LETTER_FIELD_BYTES:
-        letter.update({b"f:" + key: value for key, value in fields.items()})
-        return letter
-    room = LETTER_FIELD_BYTES
-    for key, value in fields.items():
-        if room <= len(key):
-            break
-        kept = value[: room - len(key)]
-        letter[b"f:" + key] = kept
-        room -= len(key) + len(kept)
-    letter.update({"size": size, "sha256": fields_digest(fields), "kept": LETTER_FIELD_BYTES - room})
-    return letter
-
-
-def fields_digest(fields: dict[bytes, bytes]) -> str:
-    """The sha256 (hex) of an entry's fields: each name, then each value, in order, each after
-    its length as 8 bytes big-endian (what a cut dead letter notes of the entry it cut)."""
-    digest = hashlib.sha256()
-    for key, value in fields.items():
-        for part in (key, value):
-            digest.update(len(part).to_bytes(8, "big"))
-            digest.update(part)
-    return digest.hexdigest()

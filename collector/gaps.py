@@ -48,7 +48,8 @@ from typing import Any, Final, Protocol, cast
 from redis.typing import EncodableT, FieldT
 from structlog.typing import FilteringBoundLogger as BoundLogger
 
-from runstream.collector.applier import DEADLETTER_MAXLEN, REASON_CHARS, Applier, Entry, Held, Outcome, Source
+from runstream.collector.applier import Applier, Entry, Held, Outcome, Source
+from runstream.collector.deadletters import DEADLETTER_MAXLEN, REASON_CHARS
 from runstream.connection import RedisClient
 
 __all__ = ["MAX_HELD", "Counts", "Gaps"]

@@ -27,7 +27,7 @@ from runstream import Experiment, Workspace
 from runstream.codec import MAX_ENTRY_BYTES, Batch, decode_entry, decode_payload, encode_batch
 from runstream.collector import CollectorSettings
 from runstream.collector.aggregate import LIVE_POINTS
-from runstream.collector.applier import LETTER_FIELD_BYTES, fields_digest
+from runstream.collector.deadletters import LETTER_FIELD_BYTES, fields_digest
 from runstream.errors import DecodeError
 from runstream.events import (
     Event,

@@ -31,7 +31,8 @@ from redis.typing import EncodableT, FieldT
 from runstream import Experiment, Workspace
 from runstream.codec import Batch, encode_batch
 from runstream.collector.aggregate import plan
-from runstream.collector.applier import LETTER_FIELD_BYTES, Applier, fields_digest
+from runstream.collector.applier import Applier
+from runstream.collector.deadletters import LETTER_FIELD_BYTES, fields_digest
 from runstream.collector.outage import REDIS_FULL, WritesRefusedError
 from runstream.collector.service import CollectorStats
 from runstream.connection import connect
