@@ -12,8 +12,9 @@ the record, to be read again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
 
@@ -118,7 +119,10 @@ async def subscribe(
 
 
 def follow_sync(
-    updates: Callable[[], AsyncIterator[Update | Resynced]], loop: asyncio.AbstractEventLoop, *, bound: int = 1024
+    updates: Callable[[], AsyncGenerator[Update | Resynced, None]],
+    loop: asyncio.AbstractEventLoop,
+    *,
+    bound: int = 1024,
 ) -> Iterator[Update | Resynced]:
     """Iterate an async update stream from synchronous code.
 
@@ -129,8 +133,12 @@ def follow_sync(
 
     async def pump() -> None:
         try:
-            async for item in updates():
-                await asyncio.to_thread(items.put, item)
+            # Closed here, in this task, when it ends or is cancelled: left to the garbage
+            # collector, the loop's finalizer would close it later from a task of its own,
+            # and "aclose(): asynchronous generator is already running" reached stderr.
+            async with contextlib.aclosing(updates()) as stream:
+                async for item in stream:
+                    await asyncio.to_thread(items.put, item)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001  # handed to the consuming thread, raised there

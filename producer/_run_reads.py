@@ -8,7 +8,7 @@ side is imported lazily (DESIGN §1), so a script that only logs never loads it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from runstream._batcher import RunHandle
@@ -105,7 +105,7 @@ class RunReads:
         workspace = self._require_experiment().workspace
         logger = get_logger()
 
-        async def updates() -> AsyncIterator[Update | Resynced]:
+        async def updates() -> AsyncGenerator[Update | Resynced, None]:
             async with connect(workspace.settings.redis_url) as client:
                 async for item in subscribe(client, workspace.keys, self.id, start=start, until_final=until_final):
                     yield item
