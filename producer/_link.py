@@ -25,7 +25,6 @@ import ssl
 import time
 from collections.abc import Sequence
 from typing import Any, Final, cast
-from urllib.parse import urlsplit, urlunsplit
 
 import hiredis
 import redis
@@ -42,6 +41,7 @@ from runstream._spool import OutgoingBatch
 from runstream.connection import (
     CONNECT_TIMEOUT,
     SOCKET_TIMEOUT,
+    cluster_url,
     known_cluster,
     remember_cluster,
     seed_nodes,
@@ -346,7 +346,5 @@ def _open(url: str) -> redis.Redis | redis.RedisCluster:
 
 
 def _cluster(url: str, seeds: Sequence[tuple[str, int]]) -> redis.RedisCluster:
-    parts = urlsplit(url)  # a cluster URL names no database; redis-py refuses the "/0" of its own URLs
-    url = urlunsplit(parts._replace(path="" if parts.path in ("/0", "/") else parts.path))
     nodes = [cast("Any", ClusterNode)(host, port) for host, port in seeds] or None
-    return redis.RedisCluster.from_url(url, startup_nodes=nodes, **_options())
+    return redis.RedisCluster.from_url(cluster_url(url), startup_nodes=nodes, **_options())

@@ -34,6 +34,7 @@ __all__ = [
     "REDIS_FULL",
     "SOCKET_TIMEOUT",
     "RedisClient",
+    "cluster_url",
     "connect",
     "is_cluster",
     "known_cluster",
@@ -180,13 +181,10 @@ class Connecting:
         return client
 
     def _cluster(self, url: str, seeds: list[tuple[str, int]]) -> RedisCluster:
-        # A cluster URL names no database; redis-py refuses a "/0" that its own URLs carry.
-        parts = urlsplit(url)
-        url = urlunsplit(parts._replace(path="" if parts.path in ("/0", "/") else parts.path))
         # The cluster client follows MOVED, ASK and TRYAGAIN itself; its retries are for the
         # errors of a fail-over (connection lost, CLUSTERDOWN), as many as a node's.
         return RedisCluster.from_url(
-            url,
+            cluster_url(url),
             startup_nodes=[ClusterNode(host, port) for host, port in seeds] or None,
             max_connections=CLUSTER_NODE_CONNECTIONS,
             **self._options(),
@@ -215,6 +213,13 @@ def with_node(url: str, node: tuple[str, int]) -> str:
     userinfo, at, _ = parts.netloc.rpartition("@")
     host = f"[{node[0]}]" if ":" in node[0] else node[0]
     return urlunsplit(parts._replace(netloc=f"{userinfo}{at}{host}:{node[1]}"))
+
+
+def cluster_url(url: str) -> str:
+    """``url`` as a cluster client takes it: a cluster URL names no database, and redis-py
+    refuses the "/0" that its own URLs carry."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="" if parts.path in ("/0", "/") else parts.path))
 
 
 async def _cluster_enabled(client: aioredis.Redis) -> bool:
