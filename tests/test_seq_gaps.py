@@ -248,6 +248,31 @@ class TestHeldUntilFilled:
         assert 0 == collector.stats.waiting
 
 
+class TestFilledByAnotherCollector:
+    """A gap filled in the record by another collector (one whose lease lapsed while it applied
+    the batch, or one of the same reader name) frees the held batch within a second or so, not
+    after the gap timeout: this collector never reads the filling batch itself."""
+
+    def test_held_batch_applied_soon(
+        self, workspace: Workspace, start_collector: StartCollector, client: redis.Redis
+    ) -> None:
+        collector = start_collector(workspace, gap_timeout=3600.0)
+        producer = uuid.uuid4().hex[:16]
+        run_id = new_run(client, workspace, producer)
+        xadd(client, workspace, points(run_id, producer, 3))
+        wait_until(lambda: collector.stats.waiting == 1, what="seq 3 held")
+        filled = plan(points(run_id, producer, 2), workspace.keys)
+        client.eval(APPLY_LUA, len(filled.keys), *filled.keys, *filled.args)  # as the other collector does
+
+        wait_until(lambda: applied_seq(client, workspace, run_id, producer) == 3, 10, "seq 3 applied after seq 2")
+        wait_until(lambda: pending(client, workspace) == 0, 10, "seq 3 acked")
+
+        assert list(range(9)) == list(read_series(workspace, run_id, "loss").steps)
+        assert [] == letters(client, workspace)
+        assert 0 == collector.stats.waiting
+        assert 0 == collector.stats.lost_batches
+
+
 class TestGapNeverFills:
     """A gap no resend fills is given up after the gap timeout: dead-lettered, counted, the batch after it applied."""
 
