@@ -30,7 +30,8 @@ from runstream.redis_cluster import RedisClusterServers
 from tests.cluster.conftest import client_kind, cluster_client
 from tests.conftest import CollectorThread
 
-RUNS = 12  # enough that the runs' slots fall on every primary
+RUNS = 12  # runs logged to, at the least
+MAX_RUNS = 60  # runs made at most until their records fall on every primary (all three: 1 - 3 x (2/3)**60)
 
 
 class TestConnect:
@@ -99,7 +100,14 @@ class TestEndToEnd:
         start_collector(cluster_workspace)
         experiment = Experiment(cluster_workspace, "on-a-cluster")
         parent = experiment.start_logging()
-        runs = [parent.child_run(f"child-{n}") for n in range(RUNS)]
+        keys = cluster_workspace.keys
+        runs: list[Run] = []
+        # Run ids are random: twelve runs miss one of three primaries about one time in forty,
+        # so runs are added (before any is logged to) until every primary holds one.
+        while len(runs) < RUNS or (
+            len({cluster.primary_of(keys.meta(r.id)).port for r in runs}) < 3 and len(runs) < MAX_RUNS
+        ):
+            runs.append(parent.child_run(f"child-{len(runs)}"))
         expected = {run.id: log_everything(run, image, n) for n, run in enumerate(runs)}
         for run in runs:
             run.complete()
@@ -117,7 +125,6 @@ class TestEndToEnd:
         listed = [run.id for run in experiment.get_runs()]
         assert {parent.id, *expected} == set(listed)
 
-        keys = cluster_workspace.keys
         primaries = {cluster.primary_of(keys.meta(run.id)).port for run in runs}
         shards = {cluster.primary_of(keys.ingest(shard)).port for shard in range(keys.shards)}
         assert 3 == len(primaries), "the runs' records are spread over every primary"
