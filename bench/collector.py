@@ -48,11 +48,9 @@ import structlog
 
 from runstream import Experiment, Workspace
 from runstream.collector import Collector, CollectorSettings
-from runstream.collector.applier import Applier
 from runstream.collector.ended import EndedStreams
-from runstream.collector.settings import CollectorStats
 from runstream.connection import connect
-from runstream.keys import INGEST_GROUP, Keys
+from runstream.keys import INGEST_GROUP
 from runstream.logconfig import configure_logging
 from runstream.redis_server import RedisServer
 
@@ -267,7 +265,7 @@ def paced_memory(
             entries += int(client.xlen(workspace.keys.live(run_id)))
         grown = used_memory(client) - baseline
         # What the collector's trimmer does live_kept_after_end (a minute) after the end, done now.
-        trimmed = asyncio.run(trim_ended(settings, time.time() + settings.live_kept_after_end + 1))
+        trimmed = asyncio.run(trim_ended(workspace, settings.live_kept_after_end))
         if trimmed != runs:
             raise RuntimeError(f"{trimmed} ended runs' live streams trimmed, of {runs}")
         ended_record = sum(sum(key_sizes(client, workspace, run_id).values()) for run_id in run_ids)
@@ -288,14 +286,11 @@ def paced_memory(
     )
 
 
-async def trim_ended(settings: CollectorSettings, now: float) -> int:
-    """One pass of a collector's trimmer of ended runs' live streams, at time ``now``, over every shard."""
-    ws = settings.workspace
-    keys = Keys(ws.workspace, prefix=ws.key_prefix, shards=ws.shards)
-    async with connect(settings.workspace.redis_url) as client:
-        applier = Applier(client, keys, CollectorStats(settings.reader), structlog.get_logger())
-        trimmer = EndedStreams(client, applier, set(range(keys.shards)), structlog.get_logger(), keep=0.0)
-        return await trimmer.trim(now - settings.live_kept_after_end)
+async def trim_ended(workspace: Workspace, keep: float) -> int:
+    """One pass over every shard of a collector's trimmer of ended runs' live streams, its clock ``keep`` s on."""
+    async with connect(workspace.settings.redis_url) as client:
+        trimmer = EndedStreams(client, workspace, set(range(workspace.keys.shards)), structlog.get_logger(), keep=keep)
+        return await trimmer.trim(time.time() + keep + 1)
 
 
 def key_sizes(client: redis.Redis, workspace: Workspace, run_id: str) -> dict[str, int]:

@@ -22,17 +22,26 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Set
-from typing import cast
+from typing import Protocol, cast
 
 from structlog.typing import FilteringBoundLogger as BoundLogger
 
-from runstream.collector.applier import UNREACHABLE, Applier
+from runstream.collector.applier import UNREACHABLE
 from runstream.connection import RedisClient
+from runstream.keys import Keys
 
-__all__ = ["EndedStreams"]
+__all__ = ["EndedStreams", "HasKeys"]
 
 #: Runs read from the index per request.
 _PAGE = 500
+
+
+class HasKeys(Protocol):
+    """What names the keys: the collector's applier (whose keys follow the shard count as
+    it grows), or a workspace."""
+
+    @property
+    def keys(self) -> Keys: ...
 
 
 class EndedStreams:
@@ -40,21 +49,18 @@ class EndedStreams:
 
     Args:
         client: the collector's client.
-        applier: the collector's applier (its ``keys`` follow the shard count as it grows).
+        names: the keys' namer, read at each pass (the collector's applier).
         owned: the collector's owned shards that it has caught up with (read, never changed).
         log: the collector's bound logger.
         keep: seconds an ended run's live stream stays whole.
     """
 
-    def __init__(
-        self, client: RedisClient, applier: Applier, owned: Set[int], log: BoundLogger, *, keep: float
-    ) -> None:
+    def __init__(self, client: RedisClient, names: HasKeys, owned: Set[int], log: BoundLogger, *, keep: float) -> None:
         self._client = client
-        self._applier = applier
+        self._names = names
         self._owned = owned
         self._log = log
         self._keep = keep
-        self.trimmed = 0  # live streams trimmed since start
 
     async def run(self, stop: asyncio.Event) -> None:
         """Trim every quarter of ``keep`` (at least every second, at most every 5 s) until ``stop`` is set."""
@@ -66,14 +72,14 @@ class EndedStreams:
 
     async def trim(self, now: float) -> int:
         """Trim the streams of the owned shards' runs that ended ``keep`` before ``now``; how many."""
-        keys = self._applier.keys
+        keys = self._names.keys
         index, trimmed, offset = keys.ended_runs(), 0, 0
         while True:
             page = cast(
                 "list[bytes]",
                 await self._client.zrangebyscore(index, "-inf", now - self._keep, start=offset, num=_PAGE),
             )
-            mine = [raw.decode() for raw in page if keys.shard_of(raw.decode()) in self._owned]
+            mine = [run_id for run_id in (raw.decode() for raw in page) if keys.shard_of(run_id) in self._owned]
             for run_id in mine:
                 # Exact, not "~": an approximate trim only drops whole stream nodes (100 entries).
                 await self._client.xtrim(keys.live(run_id), maxlen=1, approximate=False)
@@ -83,6 +89,5 @@ class EndedStreams:
             if len(page) < _PAGE:
                 break
         if trimmed:
-            self.trimmed += trimmed
             self._log.debug("live_streams_trimmed", runs=trimmed)
         return trimmed

@@ -18,9 +18,7 @@ import structlog
 
 from runstream import Experiment, Run
 from runstream.codec import decode_payload
-from runstream.collector.applier import Applier
 from runstream.collector.ended import EndedStreams
-from runstream.collector.settings import CollectorStats
 from runstream.connection import connect
 from runstream.consumer.subscribe import Resynced, Update
 from runstream.events import StatusChanged
@@ -99,8 +97,9 @@ class TestTheGrace:
         run, end = ended
         keys = experiment.workspace.keys
         async with connect(experiment.workspace.settings.redis_url) as redis_client:
-            applier = Applier(redis_client, keys, CollectorStats("test"), structlog.get_logger())
-            trimmer = EndedStreams(redis_client, applier, set(range(keys.shards)), structlog.get_logger(), keep=60.0)
+            trimmer = EndedStreams(
+                redis_client, experiment.workspace, set(range(keys.shards)), structlog.get_logger(), keep=60.0
+            )
             early = await trimmer.trim(end + 30)
             entries_early = client.xlen(keys.live(run.id))
             late = await trimmer.trim(end + 61)
@@ -117,10 +116,9 @@ class TestTheGrace:
         keys = experiment.workspace.keys
         others = set(range(keys.shards)) - {keys.shard_of(run.id)}
         async with connect(experiment.workspace.settings.redis_url) as redis_client:
-            applier = Applier(redis_client, keys, CollectorStats("test"), structlog.get_logger())
-            trimmed = await EndedStreams(redis_client, applier, others, structlog.get_logger(), keep=60.0).trim(
-                end + 61
-            )
+            trimmed = await EndedStreams(
+                redis_client, experiment.workspace, others, structlog.get_logger(), keep=60.0
+            ).trim(end + 61)
 
         assert 0 == trimmed
         assert client.xlen(keys.live(run.id)) > STEPS

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -120,16 +120,10 @@ class EventSourceClient:
         return retry
 
 
-def spread(seconds: list[float]) -> str:
-    """Min, median and max of some durations."""
-    ordered = sorted(seconds)
-    return f"min {ordered[0]:.2f}, median {ordered[len(ordered) // 2]:.2f}, max {ordered[-1]:.2f}"
-
-
-def spread_values(values: list[int]) -> str:
-    """Min, median and max of some counts."""
+def spread(values: Sequence[float], spec: str = ".2f") -> str:
+    """Min, median and max of some figures (durations by default), each formatted by ``spec``."""
     ordered = sorted(values)
-    return f"min {ordered[0]:,}, median {ordered[len(ordered) // 2]:,}, max {ordered[-1]:,}"
+    return f"min {ordered[0]:{spec}}, median {ordered[len(ordered) // 2]:{spec}}, max {ordered[-1]:{spec}}"
 
 
 async def every(
@@ -206,7 +200,7 @@ class TestServerKilled:
             logged_while_down=logged_while_down,
             clients_with_every_value_once_in_order=f"{exact} of {CLIENTS}",
             arrived_per_client=f"min {min(len(c.values) for c in clients)}, max {max(len(c.values) for c in clients)}",
-            last_value_per_client=spread_values([c.values[-1] if c.values else -1 for c in clients]),
+            last_value_per_client=spread([c.values[-1] if c.values else -1 for c in clients], ","),
             record=f"{len(recorded.values):,} points, status {status!r}, {live_entries:,} live stream entries",
             clients_ended=f"{sum(c.ended for c in clients)} of {CLIENTS}",
             missing=sum(missing(c.values, range(POINTS)) for c in clients),

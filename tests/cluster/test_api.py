@@ -102,12 +102,12 @@ class TestEndToEnd:
         parent = experiment.start_logging()
         keys = cluster_workspace.keys
         runs: list[Run] = []
+        primaries: set[int] = set()  # the ports of the primaries holding the runs' records
         # Run ids are random: twelve runs miss one of three primaries about one time in forty,
         # so runs are added (before any is logged to) until every primary holds one.
-        while len(runs) < RUNS or (
-            len({cluster.primary_of(keys.meta(r.id)).port for r in runs}) < 3 and len(runs) < MAX_RUNS
-        ):
+        while len(runs) < RUNS or (len(primaries) < 3 and len(runs) < MAX_RUNS):
             runs.append(parent.child_run(f"child-{len(runs)}"))
+            primaries.add(cluster.primary_of(keys.meta(runs[-1].id)).port)
         expected = {run.id: log_everything(run, image, n) for n, run in enumerate(runs)}
         for run in runs:
             run.complete()
@@ -125,7 +125,6 @@ class TestEndToEnd:
         listed = [run.id for run in experiment.get_runs()]
         assert {parent.id, *expected} == set(listed)
 
-        primaries = {cluster.primary_of(keys.meta(run.id)).port for run in runs}
         shards = {cluster.primary_of(keys.ingest(shard)).port for shard in range(keys.shards)}
         assert 3 == len(primaries), "the runs' records are spread over every primary"
         assert 3 == len(shards), "the ingest shards are spread over every primary"
