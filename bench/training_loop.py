@@ -41,7 +41,10 @@ from runstream.redis_server import RedisServer
 __all__ = ["CONFIGS", "Config", "loop_rows"]
 
 BENCH = Path(__file__).resolve().parent
-SECTION = "8. training loop: what logging costs a loop that trains (slowdown, all threads' CPU)"
+SECTION = (
+    "8. training loop: what logging costs a loop that trains (slowdown, all threads' CPU;"
+    " runstream with RUNSTREAM_SENDER=process)"
+)
 SEGMENT_S = 1.5  # wall seconds of one segment of the baseline loop
 WORKER_TIMEOUT_S = 900.0
 
@@ -121,7 +124,7 @@ def _environment(workspace: Workspace | None) -> dict[str, str]:
 
 def loop_rows(workspace: Workspace, quick: bool, peers: bool, say: Callable[[str], None]) -> list[Row]:
     """The section's rows: per configuration, runstream's slowdown and CPU beside W&B's and MLflow's."""
-    pairs = 3 if quick else 5
+    pairs = 3 if quick else 9
     peer: str | None = None
     notes: list[str] = []
     if peers:
@@ -133,17 +136,23 @@ def loop_rows(workspace: Workspace, quick: bool, peers: bool, say: Callable[[str
     for config in CONFIGS:
         steps = max(100, int(SEGMENT_S * 1e6 / config.step_us / (2 if quick else 1)))
         tools: dict[str, Measured] = {}
-        runs: list[tuple[str, str, dict[str, str]]] = [("runstream", sys.executable, _environment(workspace))]
+        ours = _environment(workspace)
+        # (label, tool, python, environment): runstream as it ships (its sender in a process of
+        # its own), and with the sender thread in the training process, side by side.
+        runs: list[tuple[str, str, str, dict[str, str]]] = [
+            ("runstream", "runstream", sys.executable, ours | {"RUNSTREAM_SENDER": "process"}),
+            ("thread", "runstream", sys.executable, ours | {"RUNSTREAM_SENDER": "thread"}),
+        ]
         if peer is not None:
-            runs.append(("wandb", peer, _environment(None)))
+            runs.append(("wandb", "wandb", peer, _environment(None)))
             if config.mlflow:
-                runs.append(("mlflow", peer, _environment(None)))
-        for tool, python, env in runs:
+                runs.append(("mlflow", "mlflow", peer, _environment(None)))
+        for label, tool, python, env in runs:
             try:
-                tools[tool] = _worker(python, tool, config, steps, pairs, env)
+                tools[label] = _worker(python, tool, config, steps, pairs, env)
             except (PeerError, subprocess.TimeoutExpired, ValueError) as exc:
-                notes.append(f"{tool}, {config.label}: not measured ({exc})")
-            say(f"training loop, {config.label}: {tool} done")
+                notes.append(f"{label}, {config.label}: not measured ({exc})")
+            say(f"training loop, {config.label}: {label} done")
         rows += _config_rows(config, tools)
     if rows and notes:
         rows[-1].note = "; ".join(notes)
@@ -154,7 +163,11 @@ def _config_rows(config: Config, tools: dict[str, Measured]) -> list[Row]:
     ours = tools.get("runstream")
     if ours is None:
         return []
-    labels = {"wandb": "W&B offline", "mlflow": "MLflow async (sqlite)"}
+    labels = {
+        "thread": "runstream, sender thread (the default)",
+        "wandb": "W&B offline",
+        "mlflow": "MLflow async (sqlite)",
+    }
     wandb = tools.get("wandb")
     below = (wandb.slowdown - 1) / max(ours.slowdown - 1, 1e-4) if wandb else None
     met: bool | None = None

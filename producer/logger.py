@@ -139,6 +139,10 @@ class EventLogger:
                 handle = RunHandle(len(self._handles), run_id, keys.ingest_for(run_id), channel)
                 self._handles.append(handle)
                 self._by_run[(run_id, channel)] = handle
+        return self._opened(handle, settings, live=live)
+
+    def _opened(self, handle: RunHandle, settings: Settings, *, live: bool) -> RunHandle:
+        """A run registered: the settings of the latest workspace apply; the sender runs."""
         self.max_queue_events = settings.max_queue_events
         self.heartbeat_interval = settings.heartbeat_interval
         self.exit_flush_timeout = settings.exit_flush_timeout
@@ -175,15 +179,19 @@ class EventLogger:
 
     def attend(self) -> None:
         """Called by ``log`` when :attr:`attention` is up: wake, help, or raise."""
+        self._check_open()
+        self.attention = False
+        if len(self.queue) > self.max_queue_events:
+            self.drain()  # the sender cannot keep up: drain here rather than grow
+        self._wake_sender()
+
+    def _check_open(self) -> None:
+        """Raise what stops logging (the sender failed, or the exit closed the logger); else start it."""
         if self._error is not None:
             raise self._error
         if self._closed:
             raise LoggerError("the runstream logger was closed at exit: nothing logged now can be sent")
         self._ensure_started()
-        self.attention = False
-        if len(self.queue) > self.max_queue_events:
-            self.drain()  # the sender cannot keep up: drain here rather than grow
-        self._wake_sender()
 
     def _wake_sender(self) -> None:
         sender = self._sender
@@ -352,12 +360,7 @@ class EventLogger:
         Registered with ``atexit``; safe to call more than once.
         """
         log = sdk_logger("runstream.logger")
-        hooks, self._exit_hooks = self._exit_hooks, []
-        for hook in hooks:
-            try:
-                hook()
-            except RunstreamError:
-                log.exception("exit_hook_failed")
+        self._run_exit_hooks()
         sender = self._sender
         if sender is None or not sender.alive():
             return
@@ -394,6 +397,15 @@ class EventLogger:
             )
         else:
             log.info("logger_flushed", events_sent=stats.events_sent, batches_sent=stats.batches_sent)
+
+    def _run_exit_hooks(self) -> None:
+        """The runs this process left open finish themselves (their statuses enter the buffer)."""
+        hooks, self._exit_hooks = self._exit_hooks, []
+        for hook in hooks:
+            try:
+                hook()
+            except RunstreamError:
+                sdk_logger("runstream.logger").exception("exit_hook_failed")
 
     # -------------------------------------------------------------------------- fork
 
@@ -439,7 +451,12 @@ def get_logger() -> EventLogger:
     if _LOGGER is None:
         with _LOGGER_LOCK:
             if _LOGGER is None:
-                _LOGGER = EventLogger()
+                if os.environ.get("RUNSTREAM_SENDER", "thread") == "process":
+                    from runstream._feeding import FeedingLogger  # (it builds on this module)
+
+                    _LOGGER = FeedingLogger()
+                else:
+                    _LOGGER = EventLogger()
     return _LOGGER
 
 

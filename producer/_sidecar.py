@@ -1,0 +1,181 @@
+"""The sender process: sends what a training process logs, from the ring they share.
+
+Run by the training process's logger (``RUNSTREAM_SENDER=process``, see
+:mod:`runstream._feeding`) as ``python -m runstream._sidecar FD CAPACITY PRODUCER PARENT``:
+``FD`` is the ring's descriptor, inherited.  Here an ordinary logger (the thread that
+drains, batches, spools and sends, :mod:`runstream.logger`) takes its items from the ring
+instead of from ``run.log``: each drain first asks the training process for what its
+buffer holds (the ring's ``wanted`` byte, which the next ``log`` there answers) and takes
+what was put since.  The training process's items arrive as it left them, with three
+controls among them: a run to register, a run to retire, a flush to answer.
+
+Its standard input is the training process's wake-up line: a byte wakes the sender (a
+flush, or the first point after a quiet spell), and the end of it (the training process
+closed it at exit, or died) ends this one, once what the ring holds is sent or spooled.
+
+Heartbeats go out only while the training process's timer moves the ring's ``alive``
+counter: a paused training process (SIGSTOP, a debugger) shows as NotResponding, as it
+would with the sender in its own process.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import sys
+from dataclasses import dataclass
+
+from runstream._ring import Ring
+from runstream.config import Settings
+from runstream.errors import RunstreamError
+from runstream.keys import Keys
+from runstream.logger import EventLogger, _FlushMarker
+
+__all__ = ["Flush", "Register", "Retire", "RingLogger", "main", "run"]
+
+
+@dataclass(frozen=True, slots=True)
+class Register:
+    """A run the training process logs to, with its handle's index there."""
+
+    index: int
+    run_id: str
+    settings: Settings
+    keys: Keys
+    live: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Retire:
+    """The run reached a final status in the training process: no more heartbeats."""
+
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Flush:
+    """Answer ``request`` (through the ring's ``done``) once all before it is in Redis."""
+
+    request: int
+
+
+class RingLogger(EventLogger):
+    """The logger of the sender process: its buffer is fed from the ring."""
+
+    def __init__(self, ring: Ring, producer: str) -> None:
+        super().__init__()
+        self.ring = ring
+        self.producer = producer
+        self._answers: list[tuple[_FlushMarker, int]] = []
+        self._alive_seen = -1
+        self._pieces: list[bytes] = []  # of a frame put in pieces, those taken so far
+
+    @property
+    def attention(self) -> bool:
+        return self._attention
+
+    @attention.setter
+    def attention(self, value: bool) -> None:
+        """Raised by the sender before it sleeps until woken: the training process then wakes it."""
+        self._attention = value
+        ring: Ring | None = getattr(self, "ring", None)
+        if value and ring is not None:
+            ring.idle = True
+            if ring.backlog():  # put just before the flag went up: no wake-up is coming for it
+                self._wake_sender()
+
+    def drain(self) -> int:
+        self.ring.idle = False
+        self._take()
+        self.ring.ask()  # the training process's next log puts what it holds, for the next drain
+        return super().drain()
+
+    def _take(self) -> None:
+        for frame in self.ring.take():
+            self._pieces.append(frame[1:])
+            if frame[0]:  # more follows
+                continue
+            data = b"".join(self._pieces)
+            self._pieces = []
+            for item in pickle.loads(data):  # noqa: S301  # the training process's own items
+                if isinstance(item, tuple):
+                    self.queue.append(item)
+                elif isinstance(item, Register):
+                    handle = self.register(item.run_id, item.settings, item.keys, live=item.live)
+                    if handle.index != item.index:  # both number runs in the order they register
+                        raise RunstreamError(f"run {item.run_id} registered as {handle.index}, not {item.index}")
+                elif isinstance(item, Retire):
+                    self.retire(self._handles[item.index])
+                elif isinstance(item, Flush):
+                    marker = _FlushMarker()
+                    self._flush_requests += 1
+                    self.queue.append(marker)
+                    self._answers.append((marker, item.request))
+                else:
+                    raise RunstreamError(f"the ring held a {type(item).__name__}")
+
+    def resolve_markers(self) -> None:
+        super().resolve_markers()
+        done = [request for marker, request in self._answers if marker.done.is_set()]
+        if done:
+            self._answers = [(m, r) for m, r in self._answers if not m.done.is_set()]
+        self.publish()
+        if done:
+            self.ring.done = max(done)
+
+    def publish(self) -> None:
+        """The counters, error and seqs the training process reads (its stats, flush, reads)."""
+        stats = self.stats
+        error = self._error
+        self.ring.publish(
+            pickle.dumps(
+                {
+                    "stats": stats,
+                    "error": None if error is None else (type(error).__name__, str(error)),
+                    "seqs": [h.seq for h in self._handles],
+                }
+            )
+        )
+
+    def beat(self) -> None:
+        alive = self.ring.alive
+        if alive == self._alive_seen:
+            return  # the training process is stopped: its runs are not responding
+        self._alive_seen = alive
+        super().beat()
+
+
+def main(argv: list[str]) -> int:
+    fd, capacity, producer, parent = int(argv[0]), int(argv[1]), argv[2], int(argv[3])
+    # Ctrl-C reaches the whole process group: the training process's exit flush comes
+    # through the ring, so this process must outlive the interrupt to send it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ring = Ring(fd, capacity)
+    logger = RingLogger(ring, producer)
+    logger.publish()
+    logger._ensure_started()
+    try:
+        while True:
+            woken = os.read(0, 4096)
+            if not woken or os.getppid() != parent:
+                break
+            logger._wake_sender()
+    except OSError:
+        pass
+    # The training process has gone: whatever it put in the ring is sent or spooled.
+    logger.drain()
+    logger.close()
+    logger.publish()
+    return 0
+
+
+def run() -> int:
+    return main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    # Run as the module of its real name, whose classes the training process pickled.
+    from runstream import _sidecar
+
+    sys.exit(_sidecar.run())
