@@ -43,7 +43,7 @@ __all__ = ["CONFIGS", "Config", "loop_rows"]
 BENCH = Path(__file__).resolve().parent
 SECTION = (
     "8. training loop: what logging costs a loop that trains (slowdown, all threads' CPU;"
-    " runstream with RUNSTREAM_SENDER=process)"
+    " runstream with its sender process, the default)"
 )
 SEGMENT_S = 1.5  # wall seconds of one segment of the baseline loop
 WORKER_TIMEOUT_S = 900.0
@@ -164,7 +164,7 @@ def _config_rows(config: Config, tools: dict[str, Measured]) -> list[Row]:
     if ours is None:
         return []
     labels = {
-        "thread": "runstream, sender thread (the default)",
+        "thread": "runstream, RUNSTREAM_SENDER=thread",
         "wandb": "W&B offline",
         "mlflow": "MLflow async (sqlite)",
     }

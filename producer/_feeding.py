@@ -20,6 +20,7 @@ errors and the runs' sequence numbers come back in the ring's status.
 from __future__ import annotations
 
 import contextlib
+import json
 import operator
 import os
 import pickle
@@ -64,6 +65,7 @@ class FeedingLogger(EventLogger):
         self._ring: Ring | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._timer: threading.Thread | None = None
+        self._relay: threading.Thread | None = None
         self._stop = threading.Event()
         self._held: list[bytes] = []  # frames the ring had no room for yet, oldest first
         self._requests = 0
@@ -215,6 +217,11 @@ class FeedingLogger(EventLogger):
 
     # -------------------------------------------------------------- the sender process
 
+    @property
+    def sender_pid(self) -> int | None:
+        """The sender process's pid (None before the first run)."""
+        return self._process.pid if self._process is not None else None
+
     def _ensure_started(self) -> None:
         process = self._process
         if process is not None:
@@ -230,6 +237,7 @@ class FeedingLogger(EventLogger):
             self._process = subprocess.Popen(  # noqa: S603  # this interpreter, our own module
                 command,
                 stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,  # its log lines, said here (see _relay)
                 pass_fds=(ring.fd,),
                 env={**os.environ, "RUNSTREAM_SENDER": "thread"},
             )
@@ -238,6 +246,8 @@ class FeedingLogger(EventLogger):
             self._stop.clear()
             self._timer = threading.Thread(target=self._tick, name="runstream-feeder", daemon=True)
             self._timer.start()
+            self._relay = threading.Thread(target=_relay, args=(self._process,), name="runstream-said", daemon=True)
+            self._relay.start()
             if not self._atexit_registered:
                 import atexit
 
@@ -248,7 +258,8 @@ class FeedingLogger(EventLogger):
         ring = self._ring
         if ring is None:
             return
-        while not self._stop.wait(max(0.01, _TIMER_LINGERS * self.linger)):
+        # Twice a heartbeat at least: the sender process beats only if ``alive`` moved since its last.
+        while not self._stop.wait(max(0.01, min(_TIMER_LINGERS * self.linger, self.heartbeat_interval / 2))):
             ring.beat()
             if self._held or (self.queue and ring.wanted[0]):  # asked, and no log came to answer
                 self.drain()
@@ -277,6 +288,8 @@ class FeedingLogger(EventLogger):
                 process.stdin.close()  # the sender process sends or spools what is left, and ends
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(_EXIT_WAIT_S)
+        if self._relay is not None:
+            self._relay.join(1.0)  # its last lines (events_not_delivered) said before the exit goes on
         self._stop_loop()
 
     # -------------------------------------------------------------- fork
@@ -285,10 +298,12 @@ class FeedingLogger(EventLogger):
         """The child has a ring and a sender process of its own, made on first use."""
         self._wanted = memoryview(bytearray(b"\x01"))  # never the parent's ring
         ring, process = self._ring, self._process
-        self._ring = self._process = self._timer = None
-        if process is not None and process.stdin is not None:
-            with contextlib.suppress(OSError):
-                os.close(process.stdin.fileno())  # the parent's sender process sees the parent's exit
+        self._ring = self._process = self._timer = self._relay = None
+        if process is not None:
+            for pipe in (process.stdin, process.stdout):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        os.close(pipe.fileno())  # the parent's sender process sees the parent's exit
         if ring is not None:
             ring.close()
         self._stop = threading.Event()
@@ -299,3 +314,20 @@ class FeedingLogger(EventLogger):
         # The child's sender process learns the runs anew, in order: their indices are kept.
         for announced in self._registered:
             self.queue.append(cast("Any", replace(announced, live=False)))
+
+
+def _relay(process: subprocess.Popen[bytes]) -> None:
+    """Say here, through this process's structlog, each line the sender process logged."""
+    if process.stdout is None:
+        return
+    for line in process.stdout:
+        name, _, payload = line.decode("utf-8", "replace").rstrip("\n").partition("\t")
+        try:
+            event: dict[str, Any] = json.loads(payload)
+        except ValueError:
+            event = {"event": "sender_said", "line": line.decode("utf-8", "replace").rstrip()}
+        level = str(event.pop("level", "info"))
+        message = str(event.pop("event", "sender_said"))
+        say = getattr(sdk_logger(name or "runstream.logger"), level, None)
+        if callable(say):
+            say(message, **event)

@@ -20,11 +20,17 @@ would with the sender in its own process.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import pickle
 import signal
 import sys
+import time
 from dataclasses import dataclass
+from typing import Final
+
+import structlog
 
 from runstream._ring import Ring
 from runstream.config import Settings
@@ -32,7 +38,10 @@ from runstream.errors import RunstreamError
 from runstream.keys import Keys
 from runstream.logger import EventLogger, _FlushMarker
 
-__all__ = ["Flush", "Register", "Retire", "RingLogger", "main", "run"]
+__all__ = ["PUBLISH_EVERY", "Flush", "Register", "Retire", "RingLogger", "main", "run"]
+
+#: Seconds between two statuses (counters for ``logger_stats``) while nothing else calls for one.
+PUBLISH_EVERY: Final = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +79,7 @@ class RingLogger(EventLogger):
         self._answers: list[tuple[_FlushMarker, int]] = []
         self._alive_seen = -1
         self._pieces: list[bytes] = []  # of a frame put in pieces, those taken so far
+        self._publish_at = 0.0
 
     @property
     def attention(self) -> bool:
@@ -98,7 +108,11 @@ class RingLogger(EventLogger):
                 continue
             data = b"".join(self._pieces)
             self._pieces = []
-            for item in pickle.loads(data):  # noqa: S301  # the training process's own items
+            items = pickle.loads(data)  # noqa: S301  # the training process's own items
+            if set(map(type, items)) == {tuple}:  # points and events only, as nearly always
+                self.queue.extend(items)
+                continue
+            for item in items:
                 if isinstance(item, tuple):
                     self.queue.append(item)
                 elif isinstance(item, Register):
@@ -120,9 +134,12 @@ class RingLogger(EventLogger):
         done = [request for marker, request in self._answers if marker.done.is_set()]
         if done:
             self._answers = [(m, r) for m, r in self._answers if not m.done.is_set()]
-        self.publish()
+        now = time.monotonic()
+        if done or self._error is not None or now >= self._publish_at:
+            self.publish()
+            self._publish_at = now + PUBLISH_EVERY
         if done:
-            self.ring.done = max(done)
+            self.ring.done = max(done)  # after the status: the flush reads its seqs next
 
     def publish(self) -> None:
         """The counters, error and seqs the training process reads (its stats, flush, reads)."""
@@ -146,11 +163,49 @@ class RingLogger(EventLogger):
         super().beat()
 
 
+class _ToParent:
+    """A structlog logger whose lines go to the training process, which logs them as its own.
+
+    So the application's structlog setup (JSON lines, levels, handlers) applies to what the
+    sender says, as it did with the sender in a thread.  Once the training process has gone
+    (the pipe broken), lines go to stderr.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def msg(self, message: str) -> None:
+        try:
+            sys.stdout.write(f"{self.name}\t{message}\n")
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(f"{message}\n")
+
+    debug = info = warning = error = critical = exception = log = msg
+
+
+def _say_through_parent() -> None:
+    structlog.configure(
+        processors=[structlog.processors.add_log_level, structlog.processors.format_exc_info, _json],
+        logger_factory=_ToParent,
+        cache_logger_on_first_use=True,
+    )
+
+
+def _json(_logger: object, _method: str, event: structlog.typing.EventDict) -> str:
+    return json.dumps(event, default=str)
+
+
 def main(argv: list[str]) -> int:
     fd, capacity, producer, parent = int(argv[0]), int(argv[1]), argv[2], int(argv[3])
     # Ctrl-C reaches the whole process group: the training process's exit flush comes
     # through the ring, so this process must outlive the interrupt to send it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A file-size limit (the disk's quota, say) must fail the spool's write, as a full disk
+    # does, not kill the process that holds the points.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    _say_through_parent()
     ring = Ring(fd, capacity)
     logger = RingLogger(ring, producer)
     logger.publish()

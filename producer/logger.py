@@ -26,6 +26,7 @@ import atexit
 import operator
 import os
 import secrets
+import sys
 import threading
 import time
 from collections import deque
@@ -41,11 +42,11 @@ from runstream._log import sdk_logger
 from runstream._sender import Sender
 from runstream._spool import OutgoingBatch
 from runstream.config import Settings
-from runstream.errors import FlushTimeoutError, LoggerError, RunstreamError, SpoolError
+from runstream.errors import ConfigError, FlushTimeoutError, LoggerError, RunstreamError, SpoolError
 from runstream.events import HeartbeatSent
 from runstream.keys import Keys
 
-__all__ = ["EventLogger", "LoggerStats", "get_logger"]
+__all__ = ["EventLogger", "LoggerStats", "get_logger", "sender_kind"]
 
 T = TypeVar("T")
 
@@ -445,13 +446,28 @@ _LOGGER: EventLogger | None = None
 _LOGGER_LOCK = threading.Lock()
 
 
+def sender_kind() -> str:
+    """Where this process's logger sends from: ``RUNSTREAM_SENDER``, "process" (the default) or "thread".
+
+    "process" sends from a process of its own (:mod:`runstream._feeding`): the training
+    process's threads never wake to send.  Windows has no descriptor passing: the thread there.
+
+    Raises:
+        ConfigError: another value.
+    """
+    kind = os.environ.get("RUNSTREAM_SENDER", "process")
+    if kind not in ("process", "thread"):
+        raise ConfigError(f"RUNSTREAM_SENDER must be 'process' or 'thread', not {kind!r}")
+    return "thread" if sys.platform == "win32" else kind
+
+
 def get_logger() -> EventLogger:
     """The process's logger (created on first use)."""
     global _LOGGER  # one logger per process is the design (DESIGN §3)
     if _LOGGER is None:
         with _LOGGER_LOCK:
             if _LOGGER is None:
-                if os.environ.get("RUNSTREAM_SENDER", "thread") == "process":
+                if sender_kind() == "process":
                     from runstream._feeding import FeedingLogger  # (it builds on this module)
 
                     _LOGGER = FeedingLogger()

@@ -211,3 +211,11 @@ def read_series(workspace: Workspace, run_id: str, name: str) -> Series:
     finally:
         client.close()
     return unpack_series(b"".join(sealed) + (tail or b""))
+
+
+@pytest.fixture(params=["process", "thread"])
+def each_sender(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Scripts started by the test send from a sender process, then from a sender thread."""
+    kind = str(request.param)
+    monkeypatch.setenv("RUNSTREAM_SENDER", kind)
+    return kind

@@ -24,6 +24,9 @@ from tests.conftest import CollectorThread, RunScript, wait_until
 
 StartCollector = Callable[..., CollectorThread]
 
+#: Each test runs with the sender in a process of its own, then in a thread.
+pytestmark = pytest.mark.usefixtures("each_sender")
+
 
 def as_main(folder: Path, script: str) -> str:
     """A ``run_script`` body that runs ``script`` as the process's ``__main__``, ``run`` in its globals.

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from runstream import Workspace
 from runstream.events import HeartbeatSent, MetricsLogged, StatusChanged
 from tests.conftest import RunScript, read_batches
+
+#: Each test runs with the sender in a process of its own, then in a thread.
+pytestmark = pytest.mark.usefixtures("each_sender")
 
 
 class TestExitFlush:

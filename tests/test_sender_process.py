@@ -80,7 +80,7 @@ class TestSenderProcess:
         from runstream.logger import get_logger
         run.log('loss', -1.0)
         run.flush()
-        sender = get_logger()._process.pid
+        sender = get_logger().sender_pid
         os.kill(sender, signal.SIGSTOP)
         for i in range(1_500_000):
             run.log('loss', float(i))

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from runstream import Experiment, Run, Workspace
 from runstream.events import HeartbeatSent, StatusChanged
 from tests.conftest import CollectorThread, RunScript, read_batches, wait_until
+
+#: Each test runs with the sender in a process of its own, then in a thread.
+pytestmark = pytest.mark.usefixtures("each_sender")
 
 
 class TestUnreferencedRun:

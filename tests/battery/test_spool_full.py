@@ -1,8 +1,9 @@
 """The spool's disk fills up while Redis is down: ``log`` raises SpoolError, nothing hangs, nothing is lost unsaid.
 
 No tmpfs can be mounted here, so a full disk is a file-size limit: the training process
-sets ``RLIMIT_FSIZE`` (and ignores SIGXFSZ, so a write past it fails with EFBIG, as a
-write to a full disk fails with ENOSPC) before logging into a Redis that was killed.
+sets ``RLIMIT_FSIZE`` on itself and on its sender process, which writes the spool (both
+ignore SIGXFSZ, so a write past it fails with EFBIG, as a write to a full disk fails with
+ENOSPC), before logging into a Redis that was killed.
 ``tests/test_logger.py`` covers a spool that cannot be created at all; this is the other
 case, a spool that fills up mid-outage, then the exit, then Redis back and a second
 process adopting the spool.
@@ -35,8 +36,12 @@ LIMIT = 256 * 1024  # bytes any file of the process may reach: the spool's "disk
 _FILL = f"""
 import resource, signal, time
 from runstream import SpoolError
+from runstream.logger import get_logger
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit, write() fails with EFBIG
 resource.setrlimit(resource.RLIMIT_FSIZE, ({LIMIT}, {LIMIT}))
+sender = getattr(get_logger(), "sender_pid", None)  # the sender process writes the spool (it ignores SIGXFSZ)
+if sender is not None:
+    resource.prlimit(sender, resource.RLIMIT_FSIZE, ({LIMIT}, {LIMIT}))
 began, longest, returned = time.monotonic(), 0.0, 0
 try:
     while time.monotonic() - began < 30:  # bounded: SpoolError is expected well within it

@@ -160,6 +160,7 @@ class TestFailover:
             victim = cluster.primary_of(workspace.keys.ingest_for(first))
             hit = [p for p in producers if victim in _primaries_of(cluster, workspace, p.run.id)]
             before = {p.run.id: applied_points(client, workspace, p.run.id) for p in producers}
+            producers[0].run.get_status()  # this process reads the cluster too (its sender may be another)
             victim.kill()
             killed = time.monotonic()
             promoted = wait_until(cluster.healthy, 30, "a replica promoted in the killed primary's place")
