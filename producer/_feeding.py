@@ -37,7 +37,7 @@ from runstream._batcher import RunHandle
 from runstream._channel import Channel
 from runstream._log import sdk_logger
 from runstream._ring import Ring, RingFull
-from runstream._sidecar import Flush, Register, Retire
+from runstream._sidecar import FLUSHED, Flush, Register, Retire
 from runstream.config import Settings
 from runstream.errors import FlushTimeoutError, LoggerError, RunstreamError, SpoolError
 from runstream.keys import Keys
@@ -284,7 +284,8 @@ class FeedingLogger(EventLogger):
         self._stop.set()
         self.drain()
         if process.stdin is not None:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, ValueError):
+                os.write(process.stdin.fileno(), FLUSHED)
                 process.stdin.close()  # the sender process sends or spools what is left, and ends
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(_EXIT_WAIT_S)

@@ -38,8 +38,22 @@ from runstream.errors import RunstreamError
 from runstream.keys import Keys
 from runstream.logger import EventLogger, _FlushMarker
 
-__all__ = ["PUBLISH_EVERY", "Flush", "Register", "Retire", "RingLogger", "main", "run"]
+__all__ = [
+    "CLOSE_AFTER_FLUSH_S",
+    "FLUSHED",
+    "PUBLISH_EVERY",
+    "Flush",
+    "Register",
+    "Retire",
+    "RingLogger",
+    "main",
+    "run",
+]
 
+#: What the training process writes before it closes the line, its exit flush done.
+FLUSHED: Final = b"q"
+#: How long the final flush waits then (the training process's exit flush already waited).
+CLOSE_AFTER_FLUSH_S: Final = 1.0
 #: Seconds between two statuses (counters for ``logger_stats``) while nothing else calls for one.
 PUBLISH_EVERY: Final = 0.1
 
@@ -210,17 +224,20 @@ def main(argv: list[str]) -> int:
     logger = RingLogger(ring, producer)
     logger.publish()
     logger._ensure_started()
+    flushed = False  # the training process flushed before it left (else it died, or was killed)
     try:
         while True:
             woken = os.read(0, 4096)
             if not woken or os.getppid() != parent:
                 break
+            flushed = flushed or FLUSHED in woken
             logger._wake_sender()
     except OSError:
         pass
-    # The training process has gone: whatever it put in the ring is sent or spooled.
+    # The training process has gone: whatever it put in the ring is sent or spooled; after
+    # its own exit flush, without waiting on a Redis it already waited for in vain.
     logger.drain()
-    logger.close()
+    logger.close(timeout=CLOSE_AFTER_FLUSH_S if flushed else None)
     logger.publish()
     return 0
 

@@ -34,6 +34,7 @@ from runstream.collector import CollectorSettings
 from runstream.collector.background import BackgroundCollector
 from runstream.collector.records import Series, unpack_series
 from runstream.consumer.server import ServerSettings, create_app
+from runstream.logger import get_logger
 from runstream.redis_server import RedisServer
 
 # Property tests assert what comes back, not how fast: Hypothesis's default 200 ms deadline per
@@ -47,6 +48,14 @@ def _logs_to_stderr() -> None:
     """Services started inside the test process (collectors) log to the real stderr, so
     their lines never mix with what a test captures from stdout (the CLI's output)."""
     structlog.configure(logger_factory=structlog.WriteLoggerFactory(sys.__stderr__))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _logger_closed_at_the_end() -> Iterator[None]:
+    """The session's logger closes before coverage is combined, so the sender process that
+    sent for every test exits and its coverage is counted (at interpreter exit it would be late)."""
+    yield
+    get_logger().close(timeout=2.0)
 
 
 @pytest.fixture(scope="session")
