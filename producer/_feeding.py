@@ -19,6 +19,7 @@ errors and the runs' sequence numbers come back in the ring's status.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import operator
@@ -129,11 +130,10 @@ class FeedingLogger(EventLogger):
             for done, frame in enumerate(frames):
                 try:
                     ring.put(frame)
-                except RingFull:  # the sender process is behind: the rest waits here, in order
+                except RingFull:  # the sender process is behind: the rest waits here (the timer retries)
                     self._held = frames[done:]
                     break
-            else:
-                ring.wanted[0] = 0
+            self.attention = False  # answered: until the sender process asks again
         if ring.idle:
             self._wake()
         return count
@@ -249,8 +249,6 @@ class FeedingLogger(EventLogger):
             self._relay = threading.Thread(target=_relay, args=(self._process,), name="runstream-said", daemon=True)
             self._relay.start()
             if not self._atexit_registered:
-                import atexit
-
                 atexit.register(self.close)
                 self._atexit_registered = True
 

@@ -151,7 +151,6 @@ class Ring:
         start = _DATA + offset
         _U32.pack_into(self.memory, start, len(payload))
         self.memory[start + 4 : start + size] = payload
-        self.memory[_WANTED] = 0
         self._set(_HEAD, head + size)  # last: the frame is whole before the reader can see it
 
     def take(self) -> list[bytes]:
