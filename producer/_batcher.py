@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from operator import itemgetter
 from typing import TYPE_CHECKING, Final, TypeAlias, cast
 
 from runstream import _pieces
@@ -82,10 +81,9 @@ class RunHandle:
 
 #: A scalar point as the hot path leaves it: (run index, name, value, step or None).
 Point: TypeAlias = "tuple[int, str, Value, int | None]"
+_Steps: TypeAlias = "tuple[int | None, ...]"
 #: A buffered item: a scalar point, or any other event.
 Item: TypeAlias = "Point | tuple[int, Event]"
-
-_RUN, _NAME, _VALUE, _STEP = (itemgetter(i) for i in range(4))
 
 
 class _Builder:
@@ -190,13 +188,15 @@ def _periodic(
     loop's.
     """
     count = len(items)
-    if not count or set(map(len, items)) != {4}:
+    if not count:
         return None
-    points = cast("list[Point]", items)
-    runs = set(map(_RUN, points))
-    if len(runs) != 1:
+    # One pass makes the columns; an event among the points (a pair) leaves only two.
+    columns = list(zip(*items, strict=False))
+    if len(columns) != 4:
         return None
-    names = list(map(_NAME, points))
+    runs, names, values_of, steps = cast("tuple[tuple[int, ...], tuple[str, ...], tuple[Value, ...], _Steps]", columns)
+    if runs.count(runs[0]) != count:
+        return None
     try:
         period = names.index(names[0], 1)
     except ValueError:
@@ -204,9 +204,8 @@ def _periodic(
     head = names[:period]
     if len(set(head)) != period or names != head * (count // period) + head[: count % period]:
         return None
-    handle = handles[runs.pop()]
-    values = list(map(_VALUE, points))
-    steps = list(map(_STEP, points))
+    handle = handles[runs[0]]
+    values = list(values_of)
     default = steps.count(None) == count
     # Whole steps per batch, as many as fit in one (a step wider than a batch: one step each).
     width = max(period, MAX_BATCH_WEIGHT - MAX_BATCH_WEIGHT % period)
@@ -215,7 +214,7 @@ def _periodic(
         last = min(count, first + width)
         events: list[Event] = []
         for j in range(first, min(last, first + period)):
-            given = None if default else steps[j:last:period]
+            given = None if default else list(steps[j:last:period])
             events.append(_column(handle, names[j], values[j:last:period], given, now))
         batches.extend((handle.channel, b) for b in _encode_events(handle, events, last - first, producer))
     return batches

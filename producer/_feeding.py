@@ -8,7 +8,7 @@ the ring (one pickle of the items, one copy) and clears it.  So a training loop'
 does a few microseconds of work a linger, inline, where a sender thread of its own would
 take the GIL from it for a hundred or two (DESIGN §3; the figures are in bench/RESULTS.md).
 
-A timer thread here wakes every few lingers, not every one: it puts what a loop that
+A timer thread here wakes ten times a second, not every linger: it puts what a loop that
 stopped logging left in the buffer, keeps the ring's ``alive`` counter moving (heartbeats
 stop while this process is stopped), and notices a sender process that died.
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import marshal
 import operator
 import os
 import pickle
@@ -38,7 +39,7 @@ from runstream._batcher import RunHandle
 from runstream._channel import Channel
 from runstream._log import sdk_logger
 from runstream._ring import Ring, RingFull
-from runstream._sidecar import FLUSHED, Flush, Register, Retire
+from runstream._sidecar import FLUSHED, MORE, PICKLED, Flush, Register, Retire
 from runstream.config import Settings
 from runstream.errors import FlushTimeoutError, LoggerError, RunstreamError, SpoolError
 from runstream.keys import Keys
@@ -48,12 +49,13 @@ __all__ = ["FeedingLogger"]
 
 #: Items pickled into one frame at most (a burst goes in several).
 _FRAME_ITEMS: Final = 65_536
-#: The timer's period, in lingers.
-_TIMER_LINGERS: Final = 5
+#: The timer's period (s): how long points a loop left in the buffer, when it stopped
+#: logging, wait at most; each tick costs some 100 µs of CPU on a VM.
+_TIMER_S: Final = 0.1
+#: Ticks between two looks at whether the sender process still runs.
+_POLL_TICKS: Final = 10
 #: How long the exit waits for the sender process to end after the last flush.
 _EXIT_WAIT_S: Final = 10.0
-_MORE: Final = b"\x01"
-_LAST: Final = b"\x00"
 _ERRORS: Final[dict[str, type[RunstreamError]]] = {"SpoolError": SpoolError, "LoggerError": LoggerError}
 
 
@@ -123,10 +125,11 @@ class FeedingLogger(EventLogger):
                 items = list(map(operator.call, repeat(queue.popleft, count)))
                 piece = ring.capacity // 4
                 for start in range(0, count, _FRAME_ITEMS):
-                    data = pickle.dumps(items[start : start + _FRAME_ITEMS], pickle.HIGHEST_PROTOCOL)
+                    data, kind = _dumps(items[start : start + _FRAME_ITEMS])
                     # A big call (a list of millions) goes in pieces, each marked "more follows" but the last.
                     for at in range(0, len(data), piece):
-                        frames.append((_MORE if at + piece < len(data) else _LAST) + data[at : at + piece])
+                        flags = kind | (MORE if at + piece < len(data) else 0)
+                        frames.append(flags.to_bytes(1, "little") + data[at : at + piece])
             for done, frame in enumerate(frames):
                 try:
                     ring.put(frame)
@@ -257,14 +260,24 @@ class FeedingLogger(EventLogger):
         if ring is None:
             return
         # Twice a heartbeat at least: the sender process beats only if ``alive`` moved since its last.
-        while not self._stop.wait(max(0.01, min(_TIMER_LINGERS * self.linger, self.heartbeat_interval / 2))):
+        period = max(0.01, min(_TIMER_S, self.heartbeat_interval / 2))
+        ticks = 0
+        # A plain sleep: a wake-up is the dearest part of a tick on a VM (an Event's wait
+        # costs several times a sleep's CPU), and close() does not wait for this thread.
+        while True:
+            time.sleep(period)
+            if self._stop.is_set() or self._ring is not ring:
+                return
+            ticks += 1
             ring.beat()
             if self._held or (self.queue and ring.wanted[0]):  # asked, and no log came to answer
                 self.drain()
             if ring.idle and ring.backlog():
                 self._wake()
-            self._status()
-            self._check_process()
+            if ring.failed:
+                self._status()
+            if ticks % _POLL_TICKS == 0:
+                self._check_process()
 
     # -------------------------------------------------------------- close
 
@@ -313,6 +326,16 @@ class FeedingLogger(EventLogger):
         # The child's sender process learns the runs anew, in order: their indices are kept.
         for announced in self._registered:
             self.queue.append(cast("Any", replace(announced, live=False)))
+
+
+def _dumps(items: list[Any]) -> tuple[bytes, int]:
+    """``items`` as bytes, and how (a frame's flag): marshal's, twice as fast as pickle's
+    for the tuples of ints, strings and floats that points are; pickle's when an event
+    (a dataclass) or a value of a subclass (an IntEnum) is among them."""
+    try:
+        return marshal.dumps(items), 0
+    except ValueError:
+        return pickle.dumps(items, pickle.HIGHEST_PROTOCOL), PICKLED
 
 
 def _relay(process: subprocess.Popen[bytes]) -> None:

@@ -35,6 +35,7 @@ _HEAD: Final = 0  # u64: bytes written (the training process)
 _TAIL: Final = 8  # u64: bytes taken (the sender process)
 _WANTED: Final = 16  # u8: the sender process asks for what the buffer holds
 _IDLE: Final = 17  # u8: the sender process sleeps until woken (through its standard input)
+_FAILED: Final = 18  # u8: the sender process's status holds an error (the feeder's timer looks)
 _ALIVE: Final = 24  # u64: bumped by the training process's timer thread (paused: it stops)
 _DONE: Final = 32  # u64: the last flush request the sender process finished
 _STATUS_VERSION: Final = 40  # u64: odd while the sender process writes its status
@@ -121,6 +122,14 @@ class Ring:
     @idle.setter
     def idle(self, value: bool) -> None:
         self.memory[_IDLE] = int(value)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.memory[_FAILED])
+
+    @failed.setter
+    def failed(self, value: bool) -> None:
+        self.memory[_FAILED] = int(value)
 
     def backlog(self) -> int:
         """Bytes written and not taken yet."""

@@ -39,8 +39,8 @@ __all__ = ["QUIET_TICKS", "STRETCH", "STRETCH_RATE", "Sender"]
 #: Lingers in a row with nothing logged, after which the thread waits to be woken.
 QUIET_TICKS: Final = 10
 #: Points/s above which the linger stretches, and by how much at most (see Sender._linger).
-STRETCH_RATE: Final = 2_000.0
-STRETCH: Final = 5.0
+STRETCH_RATE: Final = 1_000.0
+STRETCH: Final = 10.0
 
 
 class Sender:
@@ -136,11 +136,12 @@ class Sender:
     def _linger(self, drained: int, now: float) -> float:
         """The next linger: the base one while under :data:`STRETCH_RATE` points/s flow, longer above.
 
-        A tick's fixed cost (a wake-up and a write: some 100 µs of CPU on a VM, where timers
-        are dear) is small beside the work of a few points a millisecond, and large per point
-        beside many: at 10,000 points/s a 10 ms linger would spend 1 µs per point on waking
-        alone.  So the linger stretches with the rate, up to :data:`STRETCH` times the base,
-        keeping each send at some hundreds of points; charts lag by that much more at most.
+        A tick's fixed cost (a wake-up, a write and its reply: some 500 µs of CPU on a VM,
+        where timers and system calls are dear) is small beside the work of a point a
+        millisecond, and large per point beside many: at 10,000 points/s a 10 ms linger
+        would spend 5 µs per point on waking alone.  So above 1,000 points/s the linger
+        stretches with the rate, up to :data:`STRETCH` times the base (100 ms), keeping each
+        send at a thousand points or so; charts lag by that much more at most.
         """
         elapsed = now - self._drained_at
         self._drained_at = now

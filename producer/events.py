@@ -117,7 +117,7 @@ class MetricsLogged:
 
     ``timestamp`` is when the logger took the points from its buffer: reading the
     clock on every ``log`` would cost a system call on some machines, and the buffer
-    is drained every linger (``Settings.linger_ms``, a few milliseconds; up to five
+    is drained every linger (``Settings.linger_ms``, a few milliseconds; up to ten
     times that while many points flow), so it is the time of each point to that precision.
     """
 
