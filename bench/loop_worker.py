@@ -13,12 +13,17 @@ used in a training loop:
 - ``wandb``: one ``wandb.log({name: value, ...})`` per step, offline;
 - ``mlflow``: one ``mlflow.log_metrics({...}, step=i, synchronous=False)`` per step, sqlite store.
 
-In one process, ``--pairs`` pairs of segments of ``--steps`` steps each: one with logging,
-one without, their order alternating so that drift on a shared machine falls on both. After
-each logging segment the tool is let settle (runstream and MLflow flush; W&B's service is
-waited for until its CPU stops moving), and the CPU until then counts to the segment, so that
-work a tool defers is not left out. CPU is the process's, all threads, plus its child
-processes' (W&B's wandb-core service). Prints one JSON object on its last stdout line.
+In one process, ``--pairs`` pairs of ``--steps`` steps with logging and as many without,
+interleaved in blocks of about 50 ms (see :func:`_pair`), so that the drift of a shared
+machine falls on both alike; then as many steps with logging in one go. After each the
+tool is let settle (runstream and MLflow flush; W&B's service is waited for until its CPU
+stops moving), and the CPU until then counts to the tool, so that work a tool defers is
+not left out: per block the main thread's CPU, and over the last segment every other
+thread's and child process's (W&B's wandb-core service, runstream's sender process).
+Work a tool defers to a thread of its own that holds the GIL (MLflow's async logging) may
+fall in a block without logging, so the interleaving flatters such a tool a little;
+runstream defers its work to its sender process (its timer thread's ten short ticks a
+second aside). Prints one JSON object on its last stdout line.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import numpy as np  # noqa: E402  # after the thread limits, which numpy reads a
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 _SIZE = 48  # matrix side: a product takes some microseconds, so a step is a chain of them
+BLOCK_S = 0.05  # seconds of one block of steps (see _pair)
 
 
 def _children_cpu(root: int) -> float:
@@ -164,21 +170,46 @@ def _none(metrics: int) -> tuple[Logger, Callable[[], None], Callable[[], None],
     return (lambda i: None), (lambda: None), (lambda: None), {}
 
 
-def _segment(work: Work, steps: int, log: Logger | None, settle: Callable[[], None], first: int) -> tuple[float, float]:
-    """Wall seconds of ``steps`` steps, and CPU seconds until the tool settled after them."""
-    cpu0 = _cpu()
-    start = time.perf_counter()
-    if log is None:
-        for _ in range(steps):
-            work.step()
-    else:
-        for i in range(first, first + steps):
-            work.step()
-            log(i)
-    wall = time.perf_counter() - start
-    if log is not None:
-        settle()
-    return wall, _cpu() - cpu0
+def _pair(
+    work: Work, steps: int, block: int, log: Logger, settle: Callable[[], None], first: int, log_first: bool
+) -> dict[str, Any]:
+    """``steps`` steps with logging and as many without, in alternating blocks of ``block``
+    steps; then ``steps`` more with logging, in one go.
+
+    The blocks are some tens of milliseconds long, each with-logging block beside one
+    without, in the order AB BA AB ...: on a shared machine, whose speed drifts by a quarter
+    from one second to the next, a block and its neighbour run at nearly the same speed,
+    where two segments of seconds each do not.  Per block: wall seconds and the main
+    thread's CPU.  The last segment logs as a training loop does, without pauses (a tool
+    that batches by time works as it would there, not at the blocks' half rate): over it
+    and until the tool settled, ``others`` is the CPU of every other thread and child
+    process, and the main thread's while it settled, all of it the tool's.
+    """
+    base: list[list[float]] = []
+    tool: list[list[float]] = []
+    step = first
+    for index in range(max(1, steps // block)):
+        order = (True, False) if (index % 2 == 0) == log_first else (False, True)
+        for logging in order:
+            main, start = time.thread_time(), time.perf_counter()
+            if logging:
+                for i in range(step, step + block):
+                    work.step()
+                    log(i)
+                step += block
+            else:
+                for _ in range(block):
+                    work.step()
+            (tool if logging else base).append([time.perf_counter() - start, time.thread_time() - main])
+    settle()
+    cpu0, main0 = _cpu(), time.thread_time()
+    for i in range(step, step + steps):
+        work.step()
+        log(i)
+    logging_main = time.thread_time() - main0
+    settle()
+    others = _cpu() - cpu0 - logging_main
+    return {"base": base, "tool": tool, "others": others, "others_steps": steps, "next": step + steps}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,16 +232,15 @@ def main(argv: list[str] | None = None) -> int:
             log, settle, finish, info = _mlflow(args.metrics, folder)
         else:
             log, settle, finish, info = _none(args.metrics)
-        _segment(work, max(10, args.steps // 10), log, settle, 0)  # warm-up: first calls, caches
-        base: list[list[float]] = []
-        tool: list[list[float]] = []
-        step = args.steps
-        for pair in range(args.pairs):
-            for logging in (pair % 2 == 0, pair % 2 == 1):
-                wall, cpu = _segment(work, args.steps, log if logging else None, settle, step)
-                (tool if logging else base).append([wall, cpu])
-                if logging:
-                    step += args.steps
+        # Blocks of some 50 ms (at least 10 steps); a first pair, short, warms up (first calls, caches).
+        block = max(10, round(BLOCK_S * 1e6 / args.step_us))
+        _pair(work, 2 * block, block, log, settle, 0, True)
+        pairs: list[dict[str, Any]] = []
+        step = 2 * block
+        for index in range(args.pairs):
+            pair = _pair(work, args.steps, block, log, settle, step, index % 2 == 0)
+            step = pair.pop("next")
+            pairs.append(pair)
         finish()
     report = {
         "tool": args.tool,
@@ -218,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         "metrics": args.metrics,
         "steps": args.steps,
         "chain": work.chain,
-        "base": base,
-        "tool_segments": tool,
+        "block": block,
+        "pairs": pairs,
     }
     print(json.dumps(report), file=real_stdout, flush=True)
     return 0

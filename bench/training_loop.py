@@ -6,13 +6,17 @@ Each step of the loop is a fixed chain of small matrix products (one BLAS thread
 take 1 ms or 100 µs here; between steps each tool logs the step's metrics as it is used in a
 training loop (:mod:`bench.loop_worker` says how). Every tool runs in a process of its own
 (runstream in the project's venv, against a private Redis and collector; W&B and MLflow in
-bench/.peers-venv), and in that process the loop runs in pairs of segments, with logging and
-without, so the baseline is the same process on the same machine a moment apart. Reported per
-configuration and tool:
+bench/.peers-venv), and in that process the loop runs in pairs, each of some seconds with
+logging and as many without, interleaved in blocks of about 50 ms, so the baseline is the
+same process on the same machine a few milliseconds apart (the machine's speed drifts too
+much from one second to the next for segments of seconds to resolve a 1% cost). Reported
+per configuration and tool:
 
-- slowdown: the loop's wall time with logging over without (median over the pairs);
-- extra CPU per point: CPU of every thread of the process, and of its child processes (W&B's
-  wandb-core), with logging minus without, until the tool has settled (flushed), per point;
+- slowdown: the loop's wall time with logging over without (per pair; the median of the pairs);
+- extra CPU per point: the main thread's CPU in the blocks with logging minus without, plus
+  the CPU of the other threads and of the child processes (runstream's sender process,
+  W&B's wandb-core) while the loop logs without pauses, until the tool has settled
+  (flushed), per point;
 - runstream's extra time beside W&B's: (W&B's slowdown - 1) / (runstream's - 1).
 
 The collector's CPU is not counted for runstream: it is the service side, as W&B's servers are.
@@ -45,7 +49,7 @@ SECTION = (
     "8. training loop: what logging costs a loop that trains (slowdown, all threads' CPU;"
     " runstream with its sender process, the default)"
 )
-SEGMENT_S = 1.5  # wall seconds of one segment of the baseline loop
+SEGMENT_S = 1.5  # wall seconds of the baseline loop's steps in a pair (as many again with logging)
 WORKER_TIMEOUT_S = 900.0
 
 
@@ -99,11 +103,17 @@ def _worker(python: str, tool: str, config: Config, steps: int, pairs: int, env:
     if done.returncode != 0:
         raise PeerError(f"{tool} loop exited with {done.returncode}: {done.stderr.strip()[-1500:]}")
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    points = config.metrics * steps
     slowdowns, cpu = [], []
-    for (base_wall, base_cpu), (wall, used) in zip(report["base"], report["tool_segments"], strict=True):
-        slowdowns.append(wall / base_wall)
-        cpu.append(max(0.0, used - base_cpu) / points * 1e6)
+    for pair in report["pairs"]:
+        plain: list[list[float]] = pair["base"]
+        logged: list[list[float]] = pair["tool"]
+        # Per pair: its logging blocks' wall time over its plain blocks'; the extra CPU, the
+        # main thread's in its logging blocks over its plain blocks' and the other threads'
+        # and processes' while the loop logged without pauses, per point.
+        slowdowns.append(sum(w for w, _ in logged) / sum(w for w, _ in plain))
+        main = sum(c for _, c in logged) - sum(c for _, c in plain)
+        main_points = config.metrics * report["block"] * len(logged)
+        cpu.append((main / main_points + pair["others"] / (config.metrics * pair["others_steps"])) * 1e6)
     return Measured(slowdowns, cpu)
 
 

@@ -37,7 +37,8 @@ is kept, seqs stay contiguous.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from operator import itemgetter
 from typing import TYPE_CHECKING, Final, TypeAlias, cast
 
 from runstream import _pieces
@@ -81,7 +82,7 @@ class RunHandle:
 
 #: A scalar point as the hot path leaves it: (run index, name, value, step or None).
 Point: TypeAlias = "tuple[int, str, Value, int | None]"
-_Steps: TypeAlias = "tuple[int | None, ...]"
+_Steps: TypeAlias = "Sequence[int | None]"
 #: A buffered item: a scalar point, or any other event.
 Item: TypeAlias = "Point | tuple[int, Event]"
 
@@ -188,13 +189,11 @@ def _periodic(
     loop's.
     """
     count = len(items)
-    if not count:
+    columns = _point_columns(items)
+    if columns is None:
         return None
-    # One pass makes the columns; an event among the points (a pair) leaves only two.
-    columns = list(zip(*items, strict=False))
-    if len(columns) != 4:
-        return None
-    runs, names, values_of, steps = cast("tuple[tuple[int, ...], tuple[str, ...], tuple[Value, ...], _Steps]", columns)
+    runs, _, values_of, steps = columns
+    names = cast("list[str]", columns[1])  # a list or a tuple: either way the same operations below
     if runs.count(runs[0]) != count:
         return None
     try:
@@ -218,6 +217,26 @@ def _periodic(
             events.append(_column(handle, names[j], values[j:last:period], given, now))
         batches.extend((handle.channel, b) for b in _encode_events(handle, events, last - first, producer))
     return batches
+
+
+#: Items up to which one zip makes the columns; above, a pass per column is faster (a
+#: zip over a million items makes a million iterators, out of the caches).
+_ZIP_MAX: Final = 32_768
+
+
+def _point_columns(items: list[Item]) -> tuple[Sequence[int], Sequence[str], Sequence[Value], _Steps] | None:
+    """Run indexes, names, values and steps of ``items``, if all are points (else None)."""
+    if not items:
+        return None
+    if len(items) <= _ZIP_MAX:
+        columns = list(zip(*items, strict=False))  # a pair (an event) among them leaves two
+        if len(columns) != 4:
+            return None
+        return cast("tuple[tuple[int, ...], tuple[str, ...], tuple[Value, ...], _Steps]", columns)
+    if list(map(len, items)).count(4) != len(items):
+        return None
+    points = cast("list[Point]", items)
+    return tuple(list(map(itemgetter(i), points)) for i in range(4))  # type: ignore[return-value]
 
 
 def _columns(handle: RunHandle, points: list[Point], now: float) -> MetricsLogged:

@@ -63,8 +63,7 @@ class FeedingLogger(EventLogger):
     """The process's logger when its sender runs in a process of its own."""
 
     def __init__(self) -> None:
-        self._wanted = memoryview(bytearray(b"\x01"))  # until the ring exists: attention up
-        super().__init__()
+        super().__init__()  # attention up (a byte of its own) until the ring exists
         self._ring: Ring | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._timer: threading.Thread | None = None
@@ -74,15 +73,6 @@ class FeedingLogger(EventLogger):
         self._requests = 0
         self._registered: list[Register] = []
         self._by_key: dict[tuple[str, str, Path], RunHandle] = {}
-
-    # The one flag the hot path reads: the ring's byte, so the sender process raises it.
-    @property
-    def attention(self) -> bool:
-        return self._wanted[0] != 0
-
-    @attention.setter
-    def attention(self, value: bool) -> None:
-        self._wanted[0] = int(value)
 
     # -------------------------------------------------------------- runs
 
@@ -245,7 +235,7 @@ class FeedingLogger(EventLogger):
                 env={**os.environ, "RUNSTREAM_SENDER": "thread"},
             )
             self._ring = ring
-            self._wanted = ring.wanted  # the sender process asks when it is ready
+            self.flag = ring.wanted  # the one byte the hot path reads: the sender process asks there
             self._stop.clear()
             self._timer = threading.Thread(target=self._tick, name="runstream-feeder", daemon=True)
             self._timer.start()
@@ -308,7 +298,7 @@ class FeedingLogger(EventLogger):
 
     def _after_fork_in_child(self) -> None:
         """The child has a ring and a sender process of its own, made on first use."""
-        self._wanted = memoryview(bytearray(b"\x01"))  # never the parent's ring
+        self.flag = bytearray(b"\x01")  # never the parent's ring
         ring, process = self._ring, self._process
         self._ring = self._process = self._timer = self._relay = None
         if process is not None:

@@ -34,11 +34,13 @@ from runstream.errors import LoggerError
 if TYPE_CHECKING:
     from runstream.logger import EventLogger
 
-__all__ = ["QUIET_TICKS", "STRETCH", "STRETCH_RATE", "Sender"]
+__all__ = ["QUIET_TICKS", "STRETCH", "STRETCH_FROM", "STRETCH_RATE", "Sender"]
 
 #: Lingers in a row with nothing logged, after which the thread waits to be woken.
 QUIET_TICKS: Final = 10
-#: Points/s above which the linger stretches, and by how much at most (see Sender._linger).
+#: Points/s above which the linger stretches, by a linger per STRETCH_RATE points/s more,
+#: and by how much at most (see Sender._linger).
+STRETCH_FROM: Final = 1_000.0
 STRETCH_RATE: Final = 1_000.0
 STRETCH: Final = 10.0
 
@@ -101,8 +103,9 @@ class Sender:
         busy = False
         while not self._stopping:
             linger = self.linger
+            started = time.monotonic()
             try:
-                linger = self._linger(logger.drain(), time.monotonic())
+                linger = self._linger(logger.drain(), started)
                 now = time.monotonic()
                 hurry = busy or logger.flushing()
                 for channel in logger.channels():
@@ -131,23 +134,27 @@ class Sender:
             if quiet >= QUIET_TICKS:
                 self._sleep_until_woken(next_beat)
                 quiet = 0
-            self._sleep(linger)  # a flush cuts it short
+            # A tick every linger, its work included: a big drain (a burst) is not followed
+            # by a whole linger more of sleep, which would cap the rate at a drain a linger.
+            self._sleep(max(0.0, started + linger - time.monotonic()))  # a flush cuts it short
 
     def _linger(self, drained: int, now: float) -> float:
-        """The next linger: the base one while under :data:`STRETCH_RATE` points/s flow, longer above.
+        """The next linger: the base one while under 2,000 points/s flow, longer above.
 
         A tick's fixed cost (a wake-up, a write and its reply: some 500 µs of CPU on a VM,
         where timers and system calls are dear) is small beside the work of a point a
         millisecond, and large per point beside many: at 10,000 points/s a 10 ms linger
-        would spend 5 µs per point on waking alone.  So above 1,000 points/s the linger
-        stretches with the rate, up to :data:`STRETCH` times the base (100 ms), keeping each
-        send at a thousand points or so; charts lag by that much more at most.
+        would spend 5 µs per point on waking alone.  So above 2,000 points/s the linger
+        stretches with the rate (a linger more per 1,000 points/s), up to :data:`STRETCH`
+        times the base (100 ms), keeping each send at a thousand points or so; charts lag
+        by that much more at most.  A point a millisecond keeps the base linger, and a
+        live subscriber sees it within two.
         """
         elapsed = now - self._drained_at
         self._drained_at = now
         if elapsed > 0:
             self._rate = 0.5 * self._rate + 0.5 * drained / elapsed
-        return self.linger * min(STRETCH, max(1.0, self._rate / STRETCH_RATE))
+        return self.linger * min(STRETCH, max(1.0, (self._rate - STRETCH_FROM) / STRETCH_RATE))
 
     def _sleep_until_woken(self, next_beat: float) -> None:
         logger = self.logger

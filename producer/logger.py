@@ -98,6 +98,9 @@ class EventLogger:
 
     def __init__(self) -> None:
         self.queue: deque[Item | _FlushMarker] = deque()
+        #: The byte behind ``attention``, which ``log`` reads as ``flag[0]`` (an index, where
+        #: a property would cost a Python call on every ``log``).
+        self.flag: bytearray | memoryview = bytearray(1)
         self.attention = True
         self.producer = _new_producer_id()
         self.max_queue_events = 1_000_000
@@ -177,6 +180,14 @@ class EventLogger:
         return channel
 
     # ------------------------------------------------------------------- hot path help
+
+    @property
+    def attention(self) -> bool:
+        return self.flag[0] != 0
+
+    @attention.setter
+    def attention(self, value: bool) -> None:
+        self.flag[0] = int(value)
 
     def attend(self) -> None:
         """Called by ``log`` when :attr:`attention` is up: wake, help, or raise."""

@@ -59,7 +59,9 @@ _now = time.time
 class _Pipe(Protocol):
     """Where a run's items go: the process's logger, or an offline recorder."""
 
-    attention: bool
+    @property
+    def flag(self) -> bytes | bytearray | memoryview:
+        """``flag[0]``: whether ``attend`` must be called (read by every ``log``)."""
 
     def attend(self) -> None: ...
 
@@ -166,7 +168,7 @@ class Run(RunFiles, RunReads):
         if step is not None:
             step = check_step(name, step)
         self._append((self._index, name, value, step))
-        if self._pipe.attention:
+        if self._pipe.flag[0]:
             self._pipe.attend()
 
     def _claim(self, name: str, kind: str) -> str:
@@ -180,7 +182,7 @@ class Run(RunFiles, RunReads):
 
     def _emit(self, event: Event) -> None:
         self._append((self._index, event))
-        if self._pipe.attention:
+        if self._pipe.flag[0]:
             self._pipe.attend()
 
     # ------------------------------------------------------------- structured values
