@@ -373,7 +373,10 @@ class TestUnreachable:
             ended(details)
 
         assert "stopped following the run: ConnectionError" in details.status.value
-        assert [("widget_stopped", "error")] == [(log["event"], log["log_level"]) for log in logs]
+        # The widget's own lines, and every error (capture_logs also takes what another
+        # thread of the test process logs meanwhile: an earlier test's collector's stats).
+        said = [(log["event"], log["log_level"]) for log in logs]
+        assert [("widget_stopped", "error")] == [s for s in said if s[0].startswith("widget_") or s[1] == "error"]
 
 
 class TestShow:
