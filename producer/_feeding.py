@@ -4,7 +4,7 @@
 process drains, encodes or sends it.  The sender process (:mod:`runstream._sidecar`) asks
 for the buffer by raising the ring's ``wanted`` byte, which is this logger's
 ``attention``, read by every ``log``: the next call then copies what the buffer holds into
-the ring (one pickle of the items, one copy) and clears it.  So a training loop's thread
+the ring (one marshal of the items, one copy) and clears it.  So a training loop's thread
 does a few microseconds of work a linger, inline, where a sender thread of its own would
 take the GIL from it for a hundred or two (DESIGN §3; the figures are in bench/RESULTS.md).
 
@@ -47,7 +47,7 @@ from runstream.logger import EventLogger, LoggerStats
 
 __all__ = ["FeedingLogger"]
 
-#: Items pickled into one frame at most (a burst goes in several).
+#: Items encoded into one frame at most (a burst goes in several).
 _FRAME_ITEMS: Final = 65_536
 #: The timer's period (s): how long points a loop left in the buffer, when it stopped
 #: logging, wait at most; each tick costs some 100 µs of CPU on a VM.

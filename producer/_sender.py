@@ -38,8 +38,8 @@ __all__ = ["QUIET_TICKS", "STRETCH", "STRETCH_FROM", "STRETCH_RATE", "Sender"]
 
 #: Lingers in a row with nothing logged, after which the thread waits to be woken.
 QUIET_TICKS: Final = 10
-#: Points/s above which the linger stretches, by a linger per STRETCH_RATE points/s more,
-#: and by how much at most (see Sender._linger).
+#: The linger is stretched by a linger per STRETCH_RATE points/s above STRETCH_FROM (so
+#: from 2,000 points/s on), and by STRETCH times at most (see Sender._linger).
 STRETCH_FROM: Final = 1_000.0
 STRETCH_RATE: Final = 1_000.0
 STRETCH: Final = 10.0
