@@ -29,6 +29,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoPermissionError, OutOfMemoryError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from runstream._guarded_connection import guard_cluster
+
 __all__ = [
     "REDIS_CANNOT_PERSIST",
     "REDIS_FULL",
@@ -183,11 +185,13 @@ class Connecting:
     def _cluster(self, url: str, seeds: list[tuple[str, int]]) -> RedisCluster:
         # The cluster client follows MOVED, ASK and TRYAGAIN itself; its retries are for the
         # errors of a fail-over (connection lost, CLUSTERDOWN), as many as a node's.
-        return RedisCluster.from_url(
-            cluster_url(url),
-            startup_nodes=[ClusterNode(host, port) for host, port in seeds] or None,
-            max_connections=CLUSTER_NODE_CONNECTIONS,
-            **self._options(),
+        return guard_cluster(
+            RedisCluster.from_url(
+                cluster_url(url),
+                startup_nodes=[ClusterNode(host, port) for host, port in seeds] or None,
+                max_connections=CLUSTER_NODE_CONNECTIONS,
+                **self._options(),
+            )
         )
 
 

@@ -62,6 +62,32 @@ class TestConnect:
 
         assert 3 == len(asyncio.run(spread()))
 
+    def test_a_command_racing_a_fail_overs_disconnect_is_answered(self, cluster: RedisClusterServers) -> None:
+        """A fail-over makes the client drop a node's free connections from one task while
+        another takes one to send on: that command is answered (reconnected and retried),
+        never met with the ``AttributeError`` on ``None`` that ended a collector."""
+
+        async def race() -> list[object]:
+            answers: list[object] = []
+            async with connect(cluster.url) as client:
+                assert isinstance(client, RedisCluster)
+                await client.set("rs-test-race", b"here")
+                node = client.get_node_from_key("rs-test-race")
+                assert node is not None
+                for yields in range(8):  # the command starts at each step of the disconnects in turn
+
+                    async def command(yields: int = yields) -> object:
+                        for _ in range(yields):
+                            await asyncio.sleep(0)
+                        return await client.get("rs-test-race")
+
+                    drop = node.disconnect_free_connections
+                    raced = await asyncio.gather(drop(), command(), drop(), return_exceptions=True)
+                    answers.append(raced[1])
+            return answers
+
+        assert [b"here"] * 8 == asyncio.run(race())
+
 
 def log_everything(run: Run, image: Path, n: int) -> dict[str, Any]:
     """Log one of each shape (DESIGN §2) into ``run``; what get_metrics must then return."""
