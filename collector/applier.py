@@ -26,7 +26,7 @@ Dead letters are bounded in count and size (:mod:`.deadletters`).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Final, NamedTuple, Protocol, cast
@@ -68,6 +68,7 @@ MAX_AHEAD: Final = 1_000_000
 _APPLIED: Final = 1
 _AHEAD_OF_GAP: Final = 2
 _IMPLAUSIBLE: Final = 3
+_ARCHIVED: Final = 4
 
 #: One stream entry as read: (id, fields); fields None for one trimmed while pending.
 Entry = tuple[bytes, dict[bytes, bytes] | None]
@@ -102,10 +103,13 @@ class Outcome:
     Attributes:
         held: batches ahead of a gap, in the order given (left pending).
         applied: per producer of a run, the highest seq applied by this call.
+        archived: entries refused as their run's record is archived, by run (left
+            pending unless the applier could restore the run and apply them).
     """
 
     held: list[Held] = field(default_factory=list)
     applied: dict[Source, int] = field(default_factory=dict)
+    archived: dict[str, list[bytes]] = field(default_factory=dict)
 
 
 class Counts(Protocol):
@@ -133,6 +137,9 @@ class Applier:
         self.stats = stats
         self._log = log
         self._apply = client.register_script(APPLY_LUA)
+        #: Puts an archived run's record back into Redis (the collector's archiver), so
+        #: that a batch arriving late for it is applied; None: such batches stay pending.
+        self.restore: Callable[[str], Awaitable[bool]] | None = None
 
     async def apply_one(self, p: Plan) -> None:
         """Apply one plan at once (a status the collector decided on itself).
@@ -169,8 +176,31 @@ class Applier:
         plans, dead, done = self._plan(stream, entries, over or {})
         results = await self._run_scripts([p for _, _, p in plans], [c for _, _, p in plans for c in p.after])
         refused = next((r for r in results if isinstance(r, WritesRefusedError)), None)
-        outcome = Outcome()
         fields = dict(entries)
+        outcome = self._sort(plans, results, fields, dead, done)
+        failed = await self._dead_letter(stream, dead, done)
+        if done:
+            await self.client.xack(stream, INGEST_GROUP, *done)
+        if refused is not None:
+            raise refused
+        if failed is not None:
+            raise_if_outage(failed)
+            raise failed
+        if outcome.archived:
+            await self._apply_to_archived(stream, outcome.archived, fields, over or {}, outcome)
+        return outcome
+
+    def _sort(
+        self,
+        plans: list[tuple[bytes, Batch, Plan]],
+        results: list[Any],
+        fields: dict[bytes, dict[bytes, bytes] | None],
+        dead: list[_Dead],
+        done: list[bytes],
+    ) -> Outcome:
+        """What each script's reply makes of its entry: done, held, refused for an archived run,
+        or dead (added to ``done`` and ``dead``)."""
+        outcome = Outcome()
         for (entry_id, batch, p), result in zip(plans, results, strict=True):
             if isinstance(result, WritesRefusedError):
                 continue  # not applied (nor any after it): pending still, applied when sent again
@@ -180,20 +210,40 @@ class Applier:
             code, last = (int(result[0]), int(result[1])) if isinstance(result, list) else (int(result), 0)
             if code == _AHEAD_OF_GAP:
                 outcome.held.append(Held(entry_id, batch.run_id, batch.producer, batch.seq, last))
+            elif code == _ARCHIVED:
+                outcome.archived.setdefault(batch.run_id, []).append(entry_id)
             elif code == _IMPLAUSIBLE:
                 dead.append((entry_id, fields[entry_id] or {}, _implausible(batch, last)))
             else:
                 done.append(entry_id)
                 self._count(outcome, batch, p, applied=code == _APPLIED)
-        failed = await self._dead_letter(stream, dead, done)
-        if done:
-            await self.client.xack(stream, INGEST_GROUP, *done)
-        if refused is not None:
-            raise refused
-        if failed is not None:
-            raise_if_outage(failed)
-            raise failed
         return outcome
+
+    async def _apply_to_archived(
+        self,
+        stream: str,
+        archived: dict[str, list[bytes]],
+        fields: dict[bytes, dict[bytes, bytes] | None],
+        over: Mapping[bytes, int],
+        outcome: Outcome,
+    ) -> None:
+        """Restore the runs whose record is archived and apply their entries (once: an entry
+        refused again stays pending, as one refused without a restorer does)."""
+        if self.restore is None:
+            self._log.warning("archived_run_batches_pending", runs=sorted(archived), reason="no archiver here")
+            return
+        for run_id in archived:
+            await self.restore(run_id)
+        again = [(entry_id, fields[entry_id]) for ids in archived.values() for entry_id in ids]
+        restore, self.restore = self.restore, None
+        try:
+            more = await self.process(stream, again, over)
+        finally:
+            self.restore = restore
+        outcome.held.extend(more.held)
+        outcome.archived = more.archived
+        for source, seq in more.applied.items():
+            outcome.applied[source] = max(seq, outcome.applied.get(source, 0))
 
     def _count(self, outcome: Outcome, batch: Batch, p: Plan, *, applied: bool) -> None:
         """Count a batch done: applied (and its seq in ``outcome``), or applied before."""

@@ -22,7 +22,8 @@
 --                      and the live update of that (payload) goes out first
 --
 -- A producer's seqs are applied in order, each once (DESIGN §3): seq N only after N-1.
--- Returns 1 if applied, 0 if the seq was applied before (a duplicate: skip it), {2, last}
+-- Returns 1 if applied, 0 if the seq was applied before (a duplicate: skip it), {4, last}
+-- if the run is archived (nothing written: restore it, then apply), {2, last}
 -- if it is ahead of a gap (seqs last+1..seq-1 not applied yet: nothing is written, and
 -- the collector tries it again once they are), {3, last} if it is more than AHEAD past
 -- the last applied (no gap that long comes from a failed send: a forged or corrupt seq,
@@ -39,6 +40,9 @@ if slash then
   seq_text = string.sub(seq_text, 1, slash - 1)
 end
 local seq = tonumber(seq_text)
+-- An archived run (its meta names the archive) takes no write here: {4, last} asks the
+-- collector to restore its record into Redis first (runstream.archive.archiver).
+local archived = redis.call('HEXISTS', KEYS[2], 'archive') == 1
 if producer ~= '' then
   local last_text = redis.call('HGET', KEYS[1], producer) or '0'
   local last = tonumber(last_text)
@@ -50,8 +54,14 @@ if producer ~= '' then
     if over ~= last then
       return {2, last_text}
     end
+    if archived then
+      return {4, last_text}
+    end
     redis.call('HINCRBY', KEYS[2], 'lost_batches', seq - last - 1)
   end
+end
+if archived then
+  return {4, '0'}
 end
 
 -- As runstream.events.STATUS_RANK / status_follows.

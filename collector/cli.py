@@ -71,6 +71,16 @@ async def run_collector(settings: CollectorSettings, stop: asyncio.Event | None 
     help="Seconds an ended run's live stream stays whole before it is trimmed to its final entry"
     " (a client further behind reads the record).",
 )
+@click.option(
+    "--archive-after",
+    default="600",
+    show_default=True,
+    callback=lambda _ctx, _param, value: _seconds_or_never(value),
+    envvar="RUNSTREAM_ARCHIVE_AFTER",
+    show_envvar=True,
+    help="Seconds after its end that a run is archived (moved out of Redis into the object store of"
+    " RUNSTREAM_ARCHIVE_URL, by default the folder `archive` in the data folder), or `never`.",
+)
 @click.option("--lease-ttl", type=float, default=5.0, show_default=True, help="Seconds a lease lasts unrenewed.")
 @click.option("--json/--console", "json_logs", default=None, help="Log format (default: JSON unless on a terminal).")
 def collector_command(
@@ -79,6 +89,7 @@ def collector_command(
     heartbeat_lost_after: float | None,
     gap_timeout: float,
     live_kept_after_end: float,
+    archive_after: float | None,
     lease_ttl: float,
     json_logs: bool | None,
 ) -> None:
@@ -92,6 +103,7 @@ def collector_command(
         heartbeat_lost_after=heartbeat_lost_after,
         gap_timeout=gap_timeout,
         live_kept_after_end=live_kept_after_end,
+        archive_after=archive_after,
         lease_ttl=lease_ttl,
     )
     # One line for what stops it (a Redis out of reach or refusing it, or one that would lose
@@ -102,3 +114,15 @@ def collector_command(
         except (RedisError, ConfigError) as exc:
             _log.error("collector_failed", redis=mask_url(workspace.redis_url), error=f"{type(exc).__name__}: {exc}")
             raise
+
+
+def _seconds_or_never(text: str) -> float | None:
+    if text.strip().lower() == "never":
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise click.BadParameter(f"must be a number of seconds or `never`, not {text!r}") from None
+    if seconds < 0:
+        raise click.BadParameter(f"must be 0 or more seconds, not {text!r}")
+    return seconds

@@ -12,7 +12,8 @@ When a run ends, ``apply.lua``'s follow-ups put it in the workspace's ended-run 
 :class:`EndedStreams` in each collector trims, ``keep`` seconds after the end, the live
 streams of the ended runs of the shards it holds to their newest entry (the final
 status, as a resuming client's last message and the record's ``live_id``), then takes the
-run out of the index.  The grace lets clients that were a few seconds behind (a server
+run out of the index (and, where the collector archives, puts it in the archive-due
+index: :mod:`runstream.archive.due`).  The grace lets clients that were a few seconds behind (a server
 restart, a slow tab) catch up on the end as it happened.
 """
 
@@ -61,6 +62,8 @@ class EndedStreams:
         self._owned = owned
         self._log = log
         self._keep = keep
+        #: Whether a run trimmed is then due to be archived (the collector archives).
+        self.archive_due = False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Trim every quarter of ``keep`` (at least every second, at most every 5 s) until ``stop`` is set."""
@@ -76,13 +79,17 @@ class EndedStreams:
         index, trimmed, offset = keys.ended_runs(), 0, 0
         while True:
             page = cast(
-                "list[bytes]",
-                await self._client.zrangebyscore(index, "-inf", now - self._keep, start=offset, num=_PAGE),
+                "list[tuple[bytes, float]]",
+                await self._client.zrangebyscore(
+                    index, "-inf", now - self._keep, start=offset, num=_PAGE, withscores=True
+                ),
             )
-            mine = [run_id for run_id in (raw.decode() for raw in page) if keys.shard_of(run_id) in self._owned]
-            for run_id in mine:
+            mine = [(raw.decode(), end) for raw, end in page if keys.shard_of(raw.decode()) in self._owned]
+            for run_id, end in mine:
                 # Exact, not "~": an approximate trim only drops whole stream nodes (100 entries).
                 await self._client.xtrim(keys.live(run_id), maxlen=1, approximate=False)
+                if self.archive_due:  # next, the archive (runstream.archive.due)
+                    await self._client.zadd(keys.archive_due(), {run_id: end})
                 await self._client.zrem(index, run_id)
             trimmed += len(mine)
             offset += len(page) - len(mine)  # the runs left in the index are other collectors'

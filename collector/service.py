@@ -47,6 +47,7 @@ from redis.exceptions import (
 from structlog.typing import FilteringBoundLogger as BoundLogger
 
 from runstream.collector.applier import UNREACHABLE, Applier, Entry
+from runstream.collector.archiving import start_archiving
 from runstream.collector.checks import check_redis
 from runstream.collector.ended import EndedStreams
 from runstream.collector.gaps import Gaps
@@ -105,6 +106,7 @@ class Collector:
             lost_after=settings.lost_after,
         )
         self._ended = EndedStreams(client, self._applier, self._caught_up, self._log, keep=settings.live_kept_after_end)
+        self._archiving = start_archiving(settings, client, self._applier, self._ended, self._caught_up, self._log)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Collect until ``stop`` is set; then finish the batch in hand and release the leases.
@@ -118,6 +120,8 @@ class Collector:
             self._log.info("collector_started", shards=self.keys.shards)
             tasks.create_task(self._sweeper.run(stop))
             tasks.create_task(self._ended.run(stop))
+            if self._archiving is not None:
+                tasks.create_task(self._archiving.run(stop))
             tasks.create_task(self._reporter.run(stop, lambda count: self._grow(count, stop, tasks)))
         self._log.info("collector_stopped", **self._reporter.counters())
 

@@ -42,6 +42,10 @@ class CollectorSettings:
         live_kept_after_end: seconds an ended run's live stream stays whole before it is
             trimmed to its final entry (see :mod:`.ended`): a client that was that far behind
             still sees the end as it happened; one further behind reads the record.
+        archive_after: seconds after its end that a run is archived (its record moved out
+            of Redis into the workspace's object store: :mod:`runstream.archive`); None:
+            never.  Ten minutes: a run just ended is looked at (and often read) for a while,
+            and a run read once archived costs a file set's read, some tens of ms.
         stats_interval: seconds between two logged counter reports (Redis gets them every
             ``lease_ttl / 3``: they also tell the other collectors this one is alive).
         trim_interval: seconds between two trims of a shard.
@@ -56,6 +60,7 @@ class CollectorSettings:
     heartbeat_lost_after: float | None = None
     gap_timeout: float = 60.0
     live_kept_after_end: float = 60.0
+    archive_after: float | None = 600.0
     stats_interval: float = 10.0
     trim_interval: float = 5.0
 

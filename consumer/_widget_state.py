@@ -186,27 +186,39 @@ async def read_record(reader: RecordReader, run_id: str, state: RunState) -> str
     """Fill the blank ``state`` from the run's record; return the live-stream id it is current to (see the
     module docstring)."""
     keys = reader.keys
-    # Raw commands: redis-py's cluster transaction hands the reply parsers a keyword its
-    # command methods add (keys=...), which some parsers refuse; the replies are parsed the same.
-    async with reader.client.pipeline(transaction=True) as pipe:
-        _ = pipe.execute_command("XREVRANGE", keys.live(run_id), "+", "-", "COUNT", 1)
-        for key in (keys.meta(run_id), keys.tags(run_id), keys.metric_index(run_id), keys.metric_counts(run_id)):
-            _ = pipe.execute_command("HGETALL", key)
-        _ = pipe.execute_command("XREVRANGE", keys.output(run_id), "+", "-", "COUNT", state.lines)
-        live, *hashes, output = await pipe.execute()
-    meta, state.tags, kinds, counts = ({k.decode(): v.decode() for k, v in h.items()} for h in hashes)
+    if await reader.archived(run_id) is not None:  # the record is in the archive: read as the API reads it
+        meta, state.tags, index = (
+            await reader.meta(run_id),
+            await reader.tags(run_id),
+            await reader.metric_index(run_id),
+        )
+        kinds = {name: info["kind"] for name, info in index.items()}
+        counts = {name: str(info["count"]) for name, info in index.items()}
+        live_id = await reader.live_id(run_id)
+        lines = [line["line"] for line in await reader.output(run_id, state.lines)]
+    else:
+        # Raw commands: redis-py's cluster transaction hands the reply parsers a keyword its
+        # command methods add (keys=...), which some parsers refuse; the replies are parsed the same.
+        async with reader.client.pipeline(transaction=True) as pipe:
+            _ = pipe.execute_command("XREVRANGE", keys.live(run_id), "+", "-", "COUNT", 1)
+            for key in (keys.meta(run_id), keys.tags(run_id), keys.metric_index(run_id), keys.metric_counts(run_id)):
+                _ = pipe.execute_command("HGETALL", key)
+            _ = pipe.execute_command("XREVRANGE", keys.output(run_id), "+", "-", "COUNT", state.lines)
+            live, *hashes, output = await pipe.execute()
+        meta, state.tags, kinds, counts = ({k.decode(): v.decode() for k, v in h.items()} for h in hashes)
+        live_id = cast("list[tuple[bytes, Any]]", live)[0][0].decode() if live else "0-0"
+        lines = [line for _, fields in reversed(output) for line in fields[b"l"].decode(errors="replace").split("\n")]
     state.name, state.status, state.error = (
         meta.get("display_name", state.name),
         meta.get("status", "NotStarted"),
         meta.get("error"),
     )
     state.started, state.ended = time_or_none(meta.get("started_at")), time_or_none(meta.get("ended_at"))
-    lines = [line for _, fields in reversed(output) for line in fields[b"l"].decode(errors="replace").split("\n")]
     state.output.extend(lines[-state.lines :])
     found = await asyncio.gather(*(recorded(reader, run_id, n, k, int(counts.get(n, 0))) for n, k in kinds.items()))
     for event in (event for events in found for event in events):
         state.apply(event)
-    return cast("list[tuple[bytes, Any]]", live)[0][0].decode() if live else "0-0"
+    return live_id
 
 
 async def recorded(reader: RecordReader, run_id: str, name: str, kind: str, count: int) -> list[Event]:

@@ -160,8 +160,12 @@ async def metric_series(request: web.Request) -> web.Response:
     arrays = cache.get(run_id, name, count)
     parts: list[bytes] = []
     if arrays is None:
-        parts = await reader.packed_parts(run_id, name)
-        arrays = series_arrays(parts)
+        if (archived := await reader.archived(run_id)) is not None:  # decoded already: no packed form needed
+            arrays = archived.arrays(name)
+            parts = archived.packed_parts(name) if arrays is None else []
+        else:
+            parts = await reader.packed_parts(run_id, name)
+            arrays = series_arrays(parts)
         if arrays is not None and len(arrays[0]) == count:  # as counted: cache it under that count
             cache.put(run_id, name, count, arrays)
     if arrays is None:  # text values: the newest points, as they are

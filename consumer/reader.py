@@ -11,14 +11,24 @@ import asyncio
 import json
 import time
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import msgpack
 
 from runstream.collector.records import Series, unpack_series, unpack_values
 from runstream.connection import RedisClient
+from runstream.errors import RunstreamError
 from runstream.events import Value
 from runstream.keys import Keys
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from runstream.archive.columns import Segment
+    from runstream.archive.fileset import Record
+
+    Arrays = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], str]
 
 __all__ = [
     "MetricValue",
@@ -40,31 +50,68 @@ def _text(raw: Mapping[bytes, bytes]) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in raw.items()}
 
 
+#: The meta hash's fields that make it an archived run's stub (runstream.archive.archived).
+_ARCHIVE_FIELDS = ("archive", "archive_path", "archive_digest", "archived_at")
+
+
 class RecordReader:
-    """Reads the records of one workspace through an asyncio Redis client."""
+    """Reads the records of one workspace through an asyncio Redis client.
+
+    An archived run (its meta hash names the archive: :mod:`runstream.archive`) is read
+    from its archive, in the same shapes: every method answers for it as it did before.
+    """
 
     def __init__(self, client: RedisClient, keys: Keys) -> None:
         self.client = client
         self.keys = keys
 
+    async def archived(self, run_id: str) -> ArchivedRecord | None:
+        """The run's archived record, if the run is archived."""
+        url, path, digest = cast(
+            "list[bytes | None]",
+            await self.client.hmget(self.keys.meta(run_id), ["archive", "archive_path", "archive_digest"]),
+        )
+        if url is None or path is None:
+            return None
+        try:
+            from runstream.archive.archived import cached_record  # needs the archive extra
+        except ImportError as exc:
+            raise RunstreamError(
+                f"run {run_id} is archived ({url.decode()}); reading it needs the archive extra:"
+                f" pip install 'runstream[archive]' ({exc})"
+            ) from None
+        key = (url.decode(), path.decode(), (digest or b"").decode())
+        return ArchivedRecord(key, await cached_record(*key))
+
     async def meta(self, run_id: str) -> dict[str, str]:
-        return _text(cast("dict[bytes, bytes]", await self.client.hgetall(self.keys.meta(run_id))))
+        meta = _text(cast("dict[bytes, bytes]", await self.client.hgetall(self.keys.meta(run_id))))
+        for name in _ARCHIVE_FIELDS:
+            meta.pop(name, None)
+        return meta
 
     async def status(self, run_id: str) -> str | None:
         raw = cast("bytes | None", await self.client.hget(self.keys.meta(run_id), "status"))
         return raw.decode() if raw else None
 
     async def tags(self, run_id: str) -> dict[str, str]:
+        if archived := await self.archived(run_id):
+            return dict(archived.record.tags)
         return _text(cast("dict[bytes, bytes]", await self.client.hgetall(self.keys.tags(run_id))))
 
     async def properties(self, run_id: str) -> dict[str, str]:
+        if archived := await self.archived(run_id):
+            return dict(archived.record.properties)
         return _text(cast("dict[bytes, bytes]", await self.client.hgetall(self.keys.properties(run_id))))
 
     async def files(self, run_id: str) -> dict[str, dict[str, Any]]:
+        if archived := await self.archived(run_id):
+            return {name: msgpack.unpackb(info, raw=False) for name, info in sorted(archived.record.files.items())}
         raw = cast("dict[bytes, bytes]", await self.client.hgetall(self.keys.files(run_id)))
         return {name.decode(): msgpack.unpackb(info, raw=False) for name, info in sorted(raw.items())}
 
     async def children(self, run_id: str) -> list[str]:
+        if archived := await self.archived(run_id):
+            return sorted(archived.record.children)
         members = cast("set[bytes]", await self.client.smembers(self.keys.children(run_id)))
         return sorted(m.decode() for m in members)
 
@@ -74,6 +121,9 @@ class RecordReader:
 
     async def metric_index(self, run_id: str) -> dict[str, dict[str, Any]]:
         """Each metric's kind and how many points (rows, images) it holds."""
+        if archived := await self.archived(run_id):
+            kinds, counted = archived.record.kinds, archived.record.counts
+            return {name: {"kind": kind, "count": int(counted.get(name, 0))} for name, kind in sorted(kinds.items())}
         async with self.client.pipeline(transaction=False) as pipe:
             _ = pipe.hgetall(self.keys.metric_index(run_id))
             _ = pipe.hgetall(self.keys.metric_counts(run_id))
@@ -86,6 +136,9 @@ class RecordReader:
 
     async def last_value(self, run_id: str, name: str) -> Value | None:
         """The newest point of a series, reading only its newest chunks."""
+        if archived := await self.archived(run_id):
+            values = archived.values(archived.record.series.get(name, [])[-1:])
+            return values[-1] if values else None
         tail = cast("bytes | None", await self.client.get(self.keys.metric_tail(run_id, name)))
         if not tail:
             tail = cast("bytes | None", await self.client.lindex(self.keys.metric_series(run_id, name), -1))
@@ -102,9 +155,14 @@ class RecordReader:
 
     async def output(self, run_id: str, limit: int) -> list[dict[str, Any]]:
         """The newest ``limit`` output lines, oldest first (``id``: entry id / line)."""
-        entries = cast(
-            "list[tuple[bytes, dict[bytes, bytes]]]", await self.client.xrevrange(self.keys.output(run_id), count=limit)
-        )
+        if archived := await self.archived(run_id):
+            kept = archived.record.output[-limit:]
+            entries = [(i.encode(), {b"s": s.encode(), b"l": lines, b"t": t.encode()}) for i, s, lines, t in kept][::-1]
+        else:
+            entries = cast(
+                "list[tuple[bytes, dict[bytes, bytes]]]",
+                await self.client.xrevrange(self.keys.output(run_id), count=limit),
+            )
         lines = [
             {
                 "id": f"{entry_id.decode()}/{k}",
@@ -128,6 +186,8 @@ class RecordReader:
 
     async def packed_parts(self, run_id: str, name: str) -> list[bytes]:
         """A metric's packed series as stored: the sealed items, then the tail (each whole chunks)."""
+        if archived := await self.archived(run_id):
+            return archived.packed_parts(name)
         async with self.client.pipeline(transaction=False) as pipe:
             _ = pipe.lrange(self.keys.metric_series(run_id, name), 0, -1)
             _ = pipe.get(self.keys.metric_tail(run_id, name))
@@ -144,18 +204,28 @@ class RecordReader:
 
     async def metrics(self, run_id: str, name: str | None = None) -> dict[str, MetricValue]:
         """Every metric (or the one named) in the shape of DESIGN §2's table."""
-        index = _text(cast("dict[bytes, bytes]", await self.client.hgetall(self.keys.metric_index(run_id))))
+        archived = await self.archived(run_id)
+        if archived is not None:
+            index = dict(archived.record.kinds)
+        else:
+            index = _text(cast("dict[bytes, bytes]", await self.client.hgetall(self.keys.metric_index(run_id))))
         if name is not None:
             index = {name: index[name]} if name in index else {}
         names = list(index)
-        values = await asyncio.gather(*(self._metric(run_id, n, index[n]) for n in names))
+        values = await asyncio.gather(*(self._metric(run_id, n, index[n], archived) for n in names))
         return dict(zip(names, values, strict=True))
 
-    async def _metric(self, run_id: str, name: str, kind: str) -> MetricValue:
+    async def _metric(self, run_id: str, name: str, kind: str, archived: ArchivedRecord | None) -> MetricValue:
         if kind in ("series", "list"):
-            points = unpack_values(await self.packed(run_id, name))
+            if archived is not None:
+                points = archived.values(archived.record.series.get(name, []))
+            else:
+                points = unpack_values(await self.packed(run_id, name))
             return points[0] if kind == "series" and len(points) == 1 else points
-        items = cast("list[bytes]", await self.client.lrange(self.keys.metric_values(run_id, name), 0, -1))
+        if archived is not None:
+            items = archived.record.items.get(name, [])
+        else:
+            items = cast("list[bytes]", await self.client.lrange(self.keys.metric_values(run_id, name), 0, -1))
         if kind == "image":
             files = [i.decode() for i in items]
             return files[0] if len(files) == 1 else files
@@ -191,6 +261,37 @@ class RecordReader:
             "tags": tags,
             "files": list(files),
         }
+
+
+class ArchivedRecord:
+    """An archived run's record (decoded, shared by every reader in the process) and its key."""
+
+    def __init__(self, key: tuple[str, str, str], record: Record) -> None:
+        self.key = key
+        self.record = record
+
+    def packed_parts(self, name: str) -> list[bytes]:
+        from runstream.archive.archived import packed_parts  # loaded with the record
+
+        return packed_parts(self.key, self.record, name)
+
+    def arrays(self, name: str) -> Arrays | None:
+        from runstream.archive.archived import series_arrays  # loaded with the record
+
+        return series_arrays(self.record.series.get(name, []))
+
+    @staticmethod
+    def values(segments: list[Segment]) -> list[Value]:
+        """The segments' values as ``unpack_values`` gives them (Python floats, ints, bools, strs)."""
+        out: list[Value] = []
+        for s in segments:
+            if isinstance(s.values, list):
+                out.extend(s.values)
+            elif s.kind == b"?":
+                out.extend(map(bool, s.values.tolist()))
+            else:
+                out.extend(s.values.tolist())
+        return out
 
 
 def time_or_none(text: str | None) -> float | None:

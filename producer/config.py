@@ -39,6 +39,7 @@ _ENV: Final = {
     "RUNSTREAM_DATA_DIR": "data_dir",
     "RUNSTREAM_SHARDS": "shards",
     "RUNSTREAM_LINGER_MS": "linger_ms",
+    "RUNSTREAM_ARCHIVE_URL": "archive_url",
 }
 
 
@@ -61,6 +62,8 @@ class Settings:
         exit_flush_timeout: seconds the exit flush waits for Redis before spooling.
         linger_ms: how long the logger lets points gather before it sends them (Kafka's
             ``linger.ms``): a longer one costs a training loop less and charts more delay.
+        archive_url: the object store ended runs are archived in (``s3://bucket/prefix``,
+            ``file:///folder``); None: the folder ``archive`` in ``data_dir`` (DESIGN §7).
     """
 
     redis_url: str
@@ -75,6 +78,7 @@ class Settings:
     heartbeat_interval: float = 5.0
     exit_flush_timeout: float = 10.0
     linger_ms: float = 10.0
+    archive_url: str | None = None
 
     def __post_init__(self) -> None:
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):

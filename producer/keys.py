@@ -193,6 +193,10 @@ class Keys:
         """Sorted set of ended runs whose live stream is still whole, by the collector's time of the end."""
         return f"{self.prefix}:{self.workspace}:ended"
 
+    def archive_due(self) -> str:
+        """Sorted set of ended runs not archived yet, by the time they became due to be (the end)."""
+        return f"{self.prefix}:{self.workspace}:archive-due"
+
     def collectors(self) -> str:
         """Hash: collector reader name -> its latest counters (JSON)."""
         return f"{self.prefix}:{self.workspace}:collectors"

@@ -1,10 +1,13 @@
 """Import direction and key-name ownership (DESIGN §1, STYLE points 1 and 5), read from the source with ``ast``.
 
-The pipeline is producer -> collector -> consumer and imports only point upstream:
-``runstream`` (producer/) never imports ``runstream.collector`` or ``runstream.consumer``
-at import time (a function body may import the consumer lazily, as ``Run``'s reading
-methods do) and never imports aiohttp; ``runstream.collector`` never imports
-``runstream.consumer``.  Redis key names are built in producer/keys.py only.
+The pipeline is producer -> collector -> archive -> consumer and imports only point
+upstream: ``runstream`` (producer/) never imports ``runstream.collector``,
+``runstream.archive`` or ``runstream.consumer`` at import time (a function body may
+import the consumer lazily, as ``Run``'s reading methods do) and never imports aiohttp;
+``runstream.collector`` imports the archive only inside a function (it runs the
+archive's loop where the archive extra is installed) and never imports
+``runstream.consumer``; ``runstream.archive`` never imports the consumer.  Redis key
+names are built in producer/keys.py only.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PRODUCER = "runstream"
 COLLECTOR = "runstream.collector"
 CONSUMER = "runstream.consumer"
+ARCHIVE = "runstream.archive"
 KEYS_MODULE = "runstream.keys"
 KEY_PREFIX = "rs:"
 
@@ -176,7 +180,7 @@ class TestSourceTree:
     """The walk finds every package pyproject maps, so an empty walk cannot pass the rules below."""
 
     def test_finds_the_mapped_packages(self) -> None:
-        expected = {PRODUCER: "producer", COLLECTOR: "collector", CONSUMER: "consumer"}
+        expected = {PRODUCER: "producer", COLLECTOR: "collector", CONSUMER: "consumer", ARCHIVE: "archive"}
 
         mapping = {package: folder.name for package, folder in package_dirs().items()}
 
@@ -229,7 +233,7 @@ class TestImportScanner:
 
 
 class TestImportDirection:
-    """Imports only point upstream: producer <- collector <- consumer, and the SDK stays free of aiohttp."""
+    """Imports only point upstream: producer <- collector <- archive <- consumer, and the SDK stays free of aiohttp."""
 
     def test_producer_does_not_import_the_collector(self) -> None:
         found = violations(PRODUCER, COLLECTOR, allowed=frozenset({Where.TYPE_CHECKING}))
@@ -251,8 +255,23 @@ class TestImportDirection:
 
         assert [] == found
 
+    def test_producer_never_imports_the_archive(self) -> None:
+        found = violations(PRODUCER, ARCHIVE, allowed=frozenset({Where.TYPE_CHECKING}))
+
+        assert [] == found
+
+    def test_collector_imports_the_archive_only_inside_functions(self) -> None:
+        found = violations(COLLECTOR, ARCHIVE, allowed=frozenset({Where.FUNCTION, Where.TYPE_CHECKING}))
+
+        assert [] == found
+
+    def test_archive_never_imports_the_consumer(self) -> None:
+        found = violations(ARCHIVE, CONSUMER)
+
+        assert [] == found
+
     def test_importing_runstream_loads_nothing_downstream(self, tmp_path: Path) -> None:
-        downstream = (COLLECTOR, CONSUMER, "aiohttp")
+        downstream = (COLLECTOR, ARCHIVE, CONSUMER, "aiohttp")
         loaded = f"[name for name in sys.modules if name.startswith({downstream})]"
         probe = f"import json, sys, runstream\nprint(json.dumps({loaded}))"
 
@@ -266,7 +285,7 @@ class TestImportDirection:
 class TestKeyNames:
     """Redis key names are spelt in producer/keys.py and nowhere else."""
 
-    @pytest.mark.parametrize("package", [PRODUCER, COLLECTOR, CONSUMER])
+    @pytest.mark.parametrize("package", [PRODUCER, COLLECTOR, ARCHIVE, CONSUMER])
     def test_no_key_literal_outside_keys_module(self, package: str) -> None:
         found = [
             f"{module.path.relative_to(ROOT)}:{line} {text!r}"
