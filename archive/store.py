@@ -9,6 +9,7 @@ with the usual ``AWS_*`` variables for credentials, region and endpoint) names a
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ class ArchiveStore:
 
     store: ObjectStore
     url: str
+    #: The folder of a local store (whose emptied folders a delete removes too).
+    folder: Path | None = None
 
     def __repr__(self) -> str:
         return f"ArchiveStore({self.url})"
@@ -59,12 +62,17 @@ class ArchiveStore:
         return sorted(names)
 
     async def delete(self, paths: list[str]) -> None:
-        """Delete what exists of ``paths`` (deleting nothing is not an error)."""
+        """Delete what exists of ``paths`` (deleting nothing is not an error), and in a local
+        store the folders that held them once empty (an object store has no folders)."""
         for path in paths:
             try:
                 await obstore.delete_async(self.store, path)
             except (NotFoundError, FileNotFoundError):
                 continue
+        if self.folder is not None:
+            for parent in sorted({(self.folder / p).parent for p in paths}, key=lambda f: len(f.parts), reverse=True):
+                with contextlib.suppress(OSError):  # not empty: something else is kept there
+                    parent.rmdir()
 
 
 def open_store(url: str | None, data_dir: Path | None = None, environ: Mapping[str, str] = os.environ) -> ArchiveStore:
@@ -75,11 +83,11 @@ def open_store(url: str | None, data_dir: Path | None = None, environ: Mapping[s
             raise ValueError("no archive URL and no data folder to keep the archive in")
         folder = data_dir / "archive"
         folder.mkdir(parents=True, exist_ok=True)
-        return ArchiveStore(LocalStore(folder, mkdir=True), folder.as_uri())
+        return ArchiveStore(LocalStore(folder, mkdir=True), folder.as_uri(), folder)
     if url.startswith("file://"):
         folder = Path(url.removeprefix("file://"))
         folder.mkdir(parents=True, exist_ok=True)
-        return ArchiveStore(LocalStore(folder, mkdir=True), folder.as_uri())
+        return ArchiveStore(LocalStore(folder, mkdir=True), folder.as_uri(), folder)
     if url.startswith("s3://"):
         bucket, _, prefix = url.removeprefix("s3://").partition("/")
         if not bucket:

@@ -22,7 +22,8 @@
 --                      and the live update of that (payload) goes out first
 --
 -- A producer's seqs are applied in order, each once (DESIGN §3): seq N only after N-1.
--- Returns 1 if applied, 0 if the seq was applied before (a duplicate: skip it), {4, last}
+-- Returns 1 if applied, 0 if the seq was applied before (a duplicate: skip it) or the run
+-- was deleted, {4, last}
 -- if the run is archived (nothing written: restore it, then apply), {2, last}
 -- if it is ahead of a gap (seqs last+1..seq-1 not applied yet: nothing is written, and
 -- the collector tries it again once they are), {3, last} if it is more than AHEAD past
@@ -41,8 +42,13 @@ if slash then
 end
 local seq = tonumber(seq_text)
 -- An archived run (its meta names the archive) takes no write here: {4, last} asks the
--- collector to restore its record into Redis first (runstream.archive.archiver).
-local archived = redis.call('HEXISTS', KEYS[2], 'archive') == 1
+-- collector to restore its record into Redis first (runstream.archive.archiver).  A
+-- deleted run's meta is a tombstone: its batches are dropped, as applied before.
+local stub = redis.call('HMGET', KEYS[2], 'archive', 'deleted')
+if stub[2] then
+  return 0
+end
+local archived = stub[1] ~= false
 if producer ~= '' then
   local last_text = redis.call('HGET', KEYS[1], producer) or '0'
   local last = tonumber(last_text)

@@ -81,6 +81,16 @@ async def run_collector(settings: CollectorSettings, stop: asyncio.Event | None 
     help="Seconds after its end that a run is archived (moved out of Redis into the object store of"
     " RUNSTREAM_ARCHIVE_URL, by default the folder `archive` in the data folder), or `never`.",
 )
+@click.option(
+    "--delete-after",
+    default="never",
+    show_default=True,
+    callback=lambda _ctx, _param, value: _seconds_or_never(value),
+    envvar="RUNSTREAM_DELETE_AFTER",
+    show_envvar=True,
+    help="Seconds after its end that a run is deleted (its record, archive and files), or `never`."
+    " An experiment may have its own (Experiment.set_retention).",
+)
 @click.option("--lease-ttl", type=float, default=5.0, show_default=True, help="Seconds a lease lasts unrenewed.")
 @click.option("--json/--console", "json_logs", default=None, help="Log format (default: JSON unless on a terminal).")
 def collector_command(
@@ -90,6 +100,7 @@ def collector_command(
     gap_timeout: float,
     live_kept_after_end: float,
     archive_after: float | None,
+    delete_after: float | None,
     lease_ttl: float,
     json_logs: bool | None,
 ) -> None:
@@ -104,6 +115,7 @@ def collector_command(
         gap_timeout=gap_timeout,
         live_kept_after_end=live_kept_after_end,
         archive_after=archive_after,
+        delete_after=delete_after,
         lease_ttl=lease_ttl,
     )
     # One line for what stops it (a Redis out of reach or refusing it, or one that would lose

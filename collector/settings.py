@@ -46,6 +46,9 @@ class CollectorSettings:
             of Redis into the workspace's object store: :mod:`runstream.archive`); None:
             never.  Ten minutes: a run just ended is looked at (and often read) for a while,
             and a run read once archived costs a file set's read, some tens of ms.
+        delete_after: seconds after its end that a run is deleted, record, archive and
+            files (None: never, the default).  An experiment may have its own figures
+            for both (:meth:`runstream.Experiment.set_retention`).
         stats_interval: seconds between two logged counter reports (Redis gets them every
             ``lease_ttl / 3``: they also tell the other collectors this one is alive).
         trim_interval: seconds between two trims of a shard.
@@ -61,6 +64,7 @@ class CollectorSettings:
     gap_timeout: float = 60.0
     live_kept_after_end: float = 60.0
     archive_after: float | None = 600.0
+    delete_after: float | None = None
     stats_interval: float = 10.0
     trim_interval: float = 5.0
 

@@ -21,6 +21,7 @@ from runstream.consumer.files_api import download_file, list_files
 from runstream.consumer.reader import RecordReader, time_or_none, unpack_values
 from runstream.consumer.replies import json_reply, require_run
 from runstream.consumer.state import READER, SERIES_CACHE, SETTINGS
+from runstream.consumer.storage_api import archive_experiment, archive_run, delete_experiment, delete_run, restore_run
 from runstream.consumer.uploads import upload_file
 from runstream.errors import RunstreamError
 from runstream.events import TERMINAL_STATUSES
@@ -254,4 +255,9 @@ ROUTES: tuple[Route, ...] = (
     Route("PUT", "/api/v1/runs/{run_id}/files/{name:.+}", upload_file, "Upload a file (remote producers)"),
     Route("GET", "/api/v1/runs/{run_id}/output", run_output, "The newest output lines", ("limit",)),
     Route("POST", "/api/v1/runs/{run_id}/cancel", cancel_run, "Cancel a run"),
+    Route("DELETE", "/api/v1/runs/{run_id}", delete_run, "Delete an ended run: record, archive, files, children"),
+    Route("POST", "/api/v1/runs/{run_id}/archive", archive_run, "Archive an ended run now"),
+    Route("POST", "/api/v1/runs/{run_id}/restore", restore_run, "Put an archived run's record back into Redis"),
+    Route("DELETE", "/api/v1/experiments/{experiment}", delete_experiment, "Delete an experiment and its runs"),
+    Route("POST", "/api/v1/experiments/{experiment}/archive", archive_experiment, "Archive an experiment's ended runs"),
 )

@@ -22,6 +22,7 @@ from runstream.consumer.commands import (
     tail_command,
     wait_command,
 )
+from runstream.consumer.storage_commands import archive_command, delete_command, restore_command
 
 __all__ = ["main"]
 
@@ -40,6 +41,9 @@ for command in (
     wait_command,
     cancel_command,
     submit_command,
+    archive_command,
+    restore_command,
+    delete_command,
 ):
     main.add_command(command)
 

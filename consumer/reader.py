@@ -84,7 +84,10 @@ class RecordReader:
         return ArchivedRecord(key, await cached_record(*key))
 
     async def meta(self, run_id: str) -> dict[str, str]:
+        """The run's meta hash ({} if there is no run: a deleted run's is a tombstone)."""
         meta = _text(cast("dict[bytes, bytes]", await self.client.hgetall(self.keys.meta(run_id))))
+        if "deleted" in meta:
+            return {}
         for name in _ARCHIVE_FIELDS:
             meta.pop(name, None)
         return meta
@@ -363,12 +366,15 @@ async def wait_applied(reader: RecordReader, run_id: str, producer: str, seq: in
 
     Raises:
         RecordNotReadyError: not within ``bound`` seconds; the message names the likely cause.
+        RunstreamError: the run was deleted.
     """
     client, live = reader.client, reader.keys.live(run_id)
     deadline = time.monotonic() + bound
     newest = cast("list[tuple[bytes, Any]]", await client.xrevrange(live, count=1))
     last = newest[0][0] if newest else b"0-0"
     while await reader.applied_seq(run_id, producer) < seq:
+        if await client.hexists(reader.keys.meta(run_id), "deleted"):
+            raise RunstreamError(f"run {run_id} was deleted")
         left = deadline - time.monotonic()
         if left <= 0:
             alive = await collectors_alive(client, reader.keys, time.time())

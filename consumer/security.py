@@ -52,6 +52,8 @@ async def check_path_ids(request: web.Request, handler: Handler) -> web.StreamRe
     try:
         if "run_id" in request.match_info:
             check_run_id(request.match_info["run_id"])
+        if "experiment" in request.match_info:
+            check_identifier("experiment", request.match_info["experiment"])
         if "experiment" in request.query:
             check_identifier("experiment", request.query["experiment"])
     except ValueError as exc:

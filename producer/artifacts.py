@@ -55,6 +55,10 @@ class ArtifactStore(Protocol):
         """Open the run's file ``name`` for reading; ``FileNotFoundError`` if absent."""
         ...
 
+    def delete(self, run_id: str) -> None:
+        """Delete every file of the run (nothing to delete is not an error)."""
+        ...
+
 
 class Upload:
     """One file being written to a :class:`LocalArtifactStore`: a temporary file beside its
@@ -179,6 +183,15 @@ class LocalArtifactStore:
 
     def open(self, run_id: str, name: str) -> BinaryIO:
         return self.path_of(run_id, name).open("rb")
+
+    def delete(self, run_id: str) -> None:
+        # A run folder that is a link is unlinked, never followed; rmtree removes links inside
+        # as links, so nothing outside the store goes.
+        run_dir = self._run_dir(run_id)
+        if run_dir.is_symlink():
+            run_dir.unlink()
+        elif run_dir.is_dir():
+            shutil.rmtree(run_dir)
 
     def copy_to(self, run_id: str, name: str, destination: Path) -> None:
         """Copy a run's file to ``destination`` (creating its folder)."""

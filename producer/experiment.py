@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+from typing import TYPE_CHECKING, cast
 
+from runstream._run_storage import with_lifecycle
 from runstream.connection import connect
 from runstream.keys import check_identifier
 from runstream.logger import get_logger
+from runstream.retention import DEFAULT, encode_retention
 from runstream.run import Run
 from runstream.submit import Executor, LocalExecutor, ScriptRunConfig, snapshot
 from runstream.workspace import Workspace
+
+if TYPE_CHECKING:
+    from runstream.archive.lifecycle import Lifecycle
 
 __all__ = ["Experiment"]
 
@@ -66,6 +73,57 @@ class Experiment:
         run.flush()
         (executor or LocalExecutor()).launch(run, config)
         return run
+
+    def archive(self) -> list[str]:
+        """Archive every ended run of the experiment now (see :meth:`Run.archive`); the ids archived."""
+        from runstream.archive.archiver import Archived
+        from runstream.archive.lifecycle import NotEndedError
+
+        async def archive_all(life: Lifecycle) -> list[str]:
+            done = []
+            for run_id in await life.runs_of(self.name):
+                with contextlib.suppress(NotEndedError):  # a run still going is archived when it is due
+                    if isinstance(await life.archive_run(run_id), Archived):
+                        done.append(run_id)
+            return done
+
+        return with_lifecycle(self.workspace, archive_all)
+
+    def delete(self) -> list[str]:
+        """Delete the experiment and all its runs (records, archives, files); the run ids deleted.
+
+        Raises:
+            NotEndedError: a run has not ended (cancel it first); nothing was deleted.
+        """
+        return with_lifecycle(self.workspace, lambda life: life.delete_experiment(self.name))
+
+    def set_retention(self, archive_after: object = DEFAULT, delete_after: object = DEFAULT) -> None:
+        """Give the experiment's ended runs their own retention: seconds after the end that each is
+        archived, and deleted; ``None`` for never (keep forever), ``"default"`` for the workspace's
+        (the collectors' ``--archive-after`` and ``--delete-after``).  It applies at once to every
+        run not yet archived or deleted, and a delete to every ended run of the experiment.
+
+        Raises:
+            ValueError: a figure is neither seconds, None nor "default".
+        """
+        encoded = encode_retention(archive_after, delete_after)
+        keys = self.workspace.keys
+
+        async def store() -> None:
+            async with connect(self.workspace.settings.redis_url) as client:
+                if encoded is None:
+                    await client.hdel(keys.retention(), self.name)
+                    return
+                await client.hset(keys.retention(), self.name, encoded)
+                if delete_after in (DEFAULT, None):
+                    return
+                # Runs archived already, or ended before: each is due to be deleted from its end.
+                for run_id in cast("list[bytes]", await client.zrange(keys.experiment_runs(self.name), 0, -1)):
+                    ended = cast("bytes | None", await client.hget(keys.meta(run_id.decode()), "ended_at"))
+                    if ended:
+                        await client.zadd(keys.delete_due(), {run_id: float(ended)})
+
+        get_logger().call(store, timeout=60)
 
     def get_runs(self) -> list[Run]:
         """The experiment's runs, newest first (as the collector has indexed them)."""

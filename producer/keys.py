@@ -197,6 +197,14 @@ class Keys:
         """Sorted set of ended runs not archived yet, by the time they became due to be (the end)."""
         return f"{self.prefix}:{self.workspace}:archive-due"
 
+    def delete_due(self) -> str:
+        """Sorted set of ended runs that a retention deletes, by the time they ended."""
+        return f"{self.prefix}:{self.workspace}:delete-due"
+
+    def retention(self) -> str:
+        """Hash: experiment name -> its retention, where it has its own (:mod:`runstream.retention`)."""
+        return f"{self.prefix}:{self.workspace}:retention"
+
     def collectors(self) -> str:
         """Hash: collector reader name -> its latest counters (JSON)."""
         return f"{self.prefix}:{self.workspace}:collectors"

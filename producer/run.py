@@ -20,6 +20,7 @@ from runstream._batcher import Item, RunHandle
 from runstream._context import submitted_run
 from runstream._run_files import RunFiles
 from runstream._run_reads import RunReads
+from runstream._run_storage import RunStorage
 from runstream.artifacts import ArtifactStore
 from runstream.errors import ConfigError, RunstreamError
 from runstream.events import (
@@ -68,7 +69,7 @@ class _Pipe(Protocol):
     def flush(self, timeout: float | None = ...) -> None: ...
 
 
-class Run(RunFiles, RunReads):
+class Run(RunFiles, RunReads, RunStorage):
     """One run of an experiment: what a training script logs to.
 
     ``Run(experiment, run_id)`` attaches to an existing run (to read, tag or log

@@ -30,11 +30,12 @@ import redis
 import structlog
 
 from runstream import Experiment, Run
-from runstream.archive.archiver import Archiver
 from runstream.archive.due import DueRuns
+from runstream.archive.lifecycle import Lifecycle
 from runstream.archive.store import open_store
 from runstream.connection import connect
 from runstream.consumer.reader import RecordReader
+from runstream.retention import Retention
 from runstream.workspace import Workspace
 from tests.conftest import CollectorThread, wait_until
 from tests.test_archive import STUB, every_read, exact, log_everything, run_keys
@@ -43,11 +44,13 @@ from tests.test_archive import STUB, every_read, exact, log_everything, run_keys
 _KILLED_ARCHIVER = """
 import asyncio, json, os, signal, sys
 import structlog
-from runstream.archive.archiver import Archiver
 from runstream.archive.due import DueRuns
+from runstream.archive.lifecycle import Lifecycle
 from runstream.archive.store import ArchiveStore, open_store
+from runstream.artifacts import LocalArtifactStore
 from runstream.connection import connect
 from runstream.keys import Keys
+from runstream.retention import Retention
 
 config, point = json.loads(sys.argv[1]), sys.argv[2]
 
@@ -68,10 +71,13 @@ class KillingStore(ArchiveStore):
 
 async def main() -> None:
     keys = Keys(config["workspace"], config["prefix"], config["shards"])
-    plain = open_store(None, __import__("pathlib").Path(config["data_dir"]))
-    store = KillingStore(plain.store, plain.url)
+    data = __import__("pathlib").Path(config["data_dir"])
+    plain = open_store(None, data)
+    store = KillingStore(plain.store, plain.url, plain.folder)
+    files = LocalArtifactStore(data / "artifacts" / config["workspace"])
     async with connect(config["redis_url"]) as client:
-        archiver = Archiver(client, keys, store, structlog.get_logger())
+        life = Lifecycle(client, keys, store, files, structlog.get_logger())
+        archiver = life.archiver
         swap = archiver._swap
 
         async def swap_then_maybe_die(**kwargs):
@@ -87,8 +93,8 @@ async def main() -> None:
         class Names:
             keys = Keys(config["workspace"], config["prefix"], config["shards"])
 
-        due = DueRuns(client, archiver, Names(), set(range(keys.shards)), structlog.get_logger(), after=0.0,
-                      unreachable=())
+        due = DueRuns(life, Names(), set(range(keys.shards)), structlog.get_logger(),
+                      defaults=Retention(0.0, None), unreachable=())
         await due.archive_due(1e12)
 
 
@@ -116,9 +122,9 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
 def ended_run(
     experiment: Experiment, start_collector: Callable[..., CollectorThread], tmp_path: Path, client: redis.Redis
 ) -> tuple[Run, dict[str, Any]]:
-    """A run with every shape, ended under a collector that archives nothing, made due by hand; and
-    its reads."""
-    start_collector(experiment.workspace, live_kept_after_end=0.2, archive_after=None)
+    """A run with every shape, ended under a collector that archives nothing (stopped then), made
+    due by hand; and its reads."""
+    collector = start_collector(experiment.workspace, live_kept_after_end=0.2, archive_after=None)
     image = tmp_path / "roc.png"
     image.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
     run = experiment.start_logging()
@@ -126,6 +132,8 @@ def ended_run(
     run.complete()
     keys = experiment.workspace.keys
     wait_until(lambda: client.xlen(keys.live(run.id)) == 1, 30, "the ended run's live stream trimmed")
+    collector.stop()  # its own retention pass (never archive) would take the run out of the due index
+    client.delete(keys.archive_due())  # the run alone is due (not its child)
     client.zadd(keys.archive_due(), {run.id: time.time()})
     return run, asyncio.run(reads(experiment.workspace, run.id))
 
@@ -158,14 +166,13 @@ def kill_the_archiver(workspace: Workspace, point: str, tmp_path: Path) -> subpr
 async def archive_what_is_due(workspace: Workspace) -> list[str]:
     async with connect(workspace.settings.redis_url) as redis_client:
         store = open_store(None, workspace.settings.data_dir)
-        archiver = Archiver(redis_client, workspace.keys, store, structlog.get_logger())
+        life = Lifecycle(redis_client, workspace.keys, store, workspace.artifacts, structlog.get_logger())
         due = DueRuns(
-            redis_client,
-            archiver,
+            life,
             workspace,
             set(range(workspace.keys.shards)),
             structlog.get_logger(),
-            after=0.0,
+            defaults=Retention(0.0, None),
             unreachable=(),
         )
         return [archived.run_id for archived in await due.archive_due(time.time() + 1)]
