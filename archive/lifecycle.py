@@ -97,6 +97,7 @@ class Lifecycle:
     async def _finish(self, run_id: str, meta: dict[str, str], url: str | None, path: str | None) -> None:
         """Steps 2 and 3 of a delete: the indexes, the archive's file set, the files."""
         await self._unindex(run_id, meta.get("experiment"))
+        await self.client.hdel(self.keys.summaries(), run_id)
         if url and path:
             store = self.store if url == self.store.url else open_store(url)
             await store.delete(await store.names(path))
@@ -155,8 +156,13 @@ class Lifecycle:
         return result
 
     async def restore_run(self, run_id: str) -> bool:
-        """Put the archived run's record back into Redis (archived again when due); False if it was not archived."""
-        return await self.archiver.restore(run_id)
+        """Put the archived run's record back into Redis (archived again when due); False if it was not archived.
+
+        Its search summary goes too: a run is restored to take a late batch, which may change it."""
+        restored = await self.archiver.restore(run_id)
+        if restored:
+            await self.client.hdel(self.keys.summaries(), run_id)
+        return restored
 
     async def runs_of(self, experiment: str) -> list[str]:
         ids = cast("list[bytes]", await self.client.zrange(self.keys.experiment_runs(experiment), 0, -1))

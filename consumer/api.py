@@ -20,6 +20,8 @@ from runstream.consumer.downsample import downsample_indices, series_arrays
 from runstream.consumer.files_api import download_file, list_files
 from runstream.consumer.reader import RecordReader, time_or_none, unpack_values
 from runstream.consumer.replies import json_reply, require_run
+from runstream.consumer.search import search_runs
+from runstream.consumer.search_filter import FilterError
 from runstream.consumer.state import READER, SERIES_CACHE, SETTINGS
 from runstream.consumer.storage_api import archive_experiment, archive_run, delete_experiment, delete_run, restore_run
 from runstream.consumer.uploads import upload_file
@@ -35,6 +37,8 @@ MAX_POINTS_CAP = 100_000
 OUTPUT_LINES_DEFAULT = 200
 #: The most output lines one read may ask for (``limit``; above it: 400).
 OUTPUT_LINES_CAP = 10_000
+#: The most runs one page of the runs list holds (``limit``).
+RUNS_LIMIT_CAP = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,25 +52,6 @@ class Route:
     params: tuple[str, ...] = ()
 
 
-async def _summary(reader: RecordReader, run_id: str) -> dict[str, Any]:
-    meta, tags, index = await asyncio.gather(reader.meta(run_id), reader.tags(run_id), reader.metric_index(run_id))
-    last: dict[str, Any] = {}
-    for name, info in index.items():
-        if info["kind"] in ("series", "list"):
-            last[name] = await reader.last_value(run_id, name)
-    return {
-        "id": run_id,
-        "experiment": meta.get("experiment"),
-        "display_name": meta.get("display_name"),
-        "status": meta.get("status"),
-        "created_at": time_or_none(meta.get("created_at")),
-        "started_at": time_or_none(meta.get("started_at")),
-        "ended_at": time_or_none(meta.get("ended_at")),
-        "tags": tags,
-        "metrics": last,
-    }
-
-
 async def list_experiments(request: web.Request) -> web.Response:
     reader = request.app[READER]
     names = await reader.experiments()
@@ -75,18 +60,54 @@ async def list_experiments(request: web.Request) -> web.Response:
 
 
 async def list_runs(request: web.Request) -> web.Response:
-    reader = request.app[READER]
-    query = request.query
-    experiments = [query["experiment"]] if "experiment" in query else await reader.experiments()
-    ids = [run_id for name in experiments for run_id in await reader.runs(name)]
-    runs = [await _summary(reader, run_id) for run_id in ids]
+    """Runs that match the query (``filter`` in the search syntax, ``status``, ``tag=k[=v]``),
+    sorted (``order_by``, newest first by default) and paged (``limit``, ``offset``)."""
+    reader, query = request.app[READER], request.query
+    clauses = [query["filter"]] if query.get("filter") else []
     if "status" in query:
-        runs = [r for r in runs if r["status"] == query["status"]]
+        clauses.append(f"attributes.status = {_quoted(query['status'])}")
     if "tag" in query:
         key, _, value = query["tag"].partition("=")
-        runs = [r for r in runs if key in r["tags"] and (not value or r["tags"][key] == value)]
-    runs.sort(key=lambda r: r["created_at"] or 0, reverse=True)
-    return json_reply({"runs": runs})
+        clauses.append(f"tags.`{key}` = {_quoted(value)}" if value else f"tags.`{key}` IS NOT NULL")
+    limit = _count_param(request, "limit", RUNS_LIMIT_CAP, RUNS_LIMIT_CAP) if "limit" in query else None
+    offset = _int_param(request, "offset", 0) or 0
+    if offset < 0:
+        raise web.HTTPBadRequest(reason=f"offset must be 0 or more, not {offset}")
+    try:
+        found = await search_runs(
+            reader,
+            query.get("experiment"),
+            " and ".join(clauses),
+            query.getall("order_by", []),
+            limit,
+            offset,
+        )
+    except FilterError as exc:
+        raise web.HTTPBadRequest(reason=str(exc)) from None
+    return json_reply({"total": found.total, "runs": [_listed(s) for s in found.runs]})
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _listed(summary: dict[str, Any]) -> dict[str, Any]:
+    """A run as the runs list shows it, from its summary."""
+    return {
+        "id": summary["run_id"],
+        "experiment": summary["experiment"],
+        "display_name": summary["name"],
+        "status": summary["status"],
+        "parent_id": summary["parent_id"],
+        "created_at": summary["created"],
+        "started_at": summary["started"],
+        "ended_at": summary["ended"],
+        "duration": summary["duration"],
+        "tags": summary["tags"],
+        "params": summary["params"],
+        "metrics": {name: stats["last"] for name, stats in summary["metrics"].items()},
+        "metric_stats": summary["metrics"],
+    }
 
 
 async def run_details(request: web.Request) -> web.Response:
@@ -240,7 +261,13 @@ async def cancel_run(request: web.Request) -> web.Response:
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/v1/experiments", list_experiments, "Experiments with their run counts"),
-    Route("GET", "/api/v1/runs", list_runs, "Runs, newest first", ("experiment", "status", "tag")),
+    Route(
+        "GET",
+        "/api/v1/runs",
+        list_runs,
+        "Runs that match a filter, sorted and paged (newest first by default)",
+        ("experiment", "status", "tag", "filter", "order_by", "limit", "offset"),
+    ),
     Route("GET", "/api/v1/runs/{run_id}", run_details, "A run's details"),
     Route("GET", "/api/v1/runs/{run_id}/metrics", run_metrics, "A run's metrics: kind and count"),
     Route(

@@ -87,7 +87,7 @@ def _when(text: str | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(text))) if text else "-"
 
 
-def _duration(meta: dict[str, str]) -> str:
+def _duration(meta: dict[str, Any]) -> str:
     if "started_at" not in meta:
         return "-"
     end = float(meta["ended_at"]) if "ended_at" in meta else time.time()
@@ -96,17 +96,25 @@ def _duration(meta: dict[str, str]) -> str:
 
 @click.command("runs")
 @click.argument("experiment", required=False)
-def runs_command(experiment: str | None) -> None:
-    """List runs, newest first (of EXPERIMENT, or of every experiment)."""
+@click.option("--filter", "filter_text", help="Only runs that match: \"metrics.loss < 0.1 and tags.model = 'cnn'\".")
+@click.option("--order-by", multiple=True, help="Sort key, repeatable: 'metrics.loss ASC' (default: newest first).")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many runs.")
+def runs_command(experiment: str | None, filter_text: str | None, order_by: tuple[str, ...], limit: int | None) -> None:
+    """List runs, newest first (of EXPERIMENT, or of every experiment), or as --filter and --order-by say."""
+    from runstream.consumer.search import search_runs  # numpy's: loaded for this command only
+    from runstream.consumer.search_filter import FilterError
 
     async def work(reader: RecordReader) -> list[list[str]]:
-        names = [experiment] if experiment else await reader.experiments()
+        try:
+            found = await search_runs(reader, experiment, filter_text, list(order_by), limit)
+        except FilterError as exc:
+            raise BadArgumentError(str(exc)) from None
         rows = []
-        for name in names:
-            for run_id in await reader.runs(name):
-                meta, tags = await reader.meta(run_id), await reader.tags(run_id)
-                tag_text = ",".join(f"{k}={v}" for k, v in sorted(tags.items()))
-                rows.append([run_id, meta.get("status", "?"), _when(meta.get("started_at")), _duration(meta), tag_text])
+        for run in found.runs:
+            tag_text = ",".join(f"{k}={v}" for k, v in sorted(run["tags"].items()))
+            meta = {k: v for k, v in (("started_at", run["started"]), ("ended_at", run["ended"])) if v is not None}
+            started = _when(None if run["started"] is None else str(run["started"]))
+            rows.append([run["run_id"], run["status"] or "?", started, _duration(meta), tag_text])
         return rows
 
     rows = _with_reader(work)

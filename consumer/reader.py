@@ -201,6 +201,14 @@ class RecordReader:
         """A metric's packed series as one string."""
         return b"".join(await self.packed_parts(run_id, name))
 
+    async def arrays(self, run_id: str, name: str) -> Arrays | None:
+        """A numeric series as arrays (steps, values as float64, the values' type); None for text."""
+        if archived := await self.archived(run_id):
+            return archived.arrays(name)
+        from runstream.consumer.downsample import series_arrays  # numpy: the server extra's
+
+        return series_arrays(await self.packed_parts(run_id, name))
+
     async def series(self, run_id: str, name: str) -> Series:
         """A metric's packed series, decoded (steps, values, times)."""
         return unpack_series(await self.packed(run_id, name))

@@ -19,6 +19,8 @@ from runstream.events import TERMINAL_STATUSES, Status
 from runstream.logger import get_logger
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from runstream.consumer.reader import MetricValue as RecordMetricValue
     from runstream.consumer.reader import RecordReader
     from runstream.consumer.subscribe import Resynced, Update
@@ -48,6 +50,26 @@ class RunReads:
         Reflects everything this process logged before the call (read-your-writes).
         """
         return self._read(lambda reader: reader.metrics(self.id, name))
+
+    def get_metrics_frame(self, name: str | None = None) -> pd.DataFrame:
+        """The run's scalar and list metrics (or the one named) as a pandas DataFrame, a row a
+        point: metric, step, value, time (UTC).
+
+        Raises:
+            RunstreamError: pandas is not installed (the ``frames`` extra).
+        """
+        from runstream._frames import metrics_frame
+
+        async def points(reader: RecordReader) -> dict[str, tuple[list[int], list[Any], list[float]]]:
+            index = await reader.metric_index(self.id)
+            names = [n for n, info in index.items() if info["kind"] in ("series", "list") and name in (None, n)]
+            found = {}
+            for metric in names:
+                series = await reader.series(self.id, metric)
+                found[metric] = (series.steps, series.values, series.timestamps)
+            return found
+
+        return metrics_frame(self._read(points))
 
     def get_status(self) -> str:
         """The run's status in its record."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from runstream._run_storage import with_lifecycle
 from runstream.connection import connect
@@ -17,6 +17,8 @@ from runstream.submit import Executor, LocalExecutor, ScriptRunConfig, snapshot
 from runstream.workspace import Workspace
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from runstream.archive.lifecycle import Lifecycle
 
 __all__ = ["Experiment"]
@@ -125,8 +127,21 @@ class Experiment:
 
         get_logger().call(store, timeout=60)
 
-    def get_runs(self) -> list[Run]:
-        """The experiment's runs, newest first (as the collector has indexed them)."""
+    def get_runs(
+        self,
+        filter: str | None = None,  # the name every tracker's search uses
+        order_by: list[str] | str | None = None,
+        limit: int | None = None,
+    ) -> list[Run]:
+        """The experiment's runs, newest first; or those that match ``filter``, sorted by
+        ``order_by``, ``limit`` of them at most, in the search syntax
+        (``"metrics.loss < 0.1 and tags.model = 'cnn'"``, ``["metrics.loss ASC"]``: see the
+        README's "Search")."""
+        if filter is None and order_by is None and limit is None:
+            return [Run(self, run_id) for run_id in self._run_ids()]
+        return [Run(self, summary["run_id"]) for summary in self.search(filter, order_by, limit)]
+
+    def _run_ids(self) -> list[str]:
         from runstream.consumer.reader import RecordReader  # the SDK reads lazily (DESIGN §1)
 
         workspace = self.workspace
@@ -135,4 +150,44 @@ class Experiment:
             async with connect(workspace.settings.redis_url) as client:
                 return await RecordReader(client, workspace.keys).runs(self.name)
 
-        return [Run(self, run_id) for run_id in get_logger().call(newest_first, timeout=30)]
+        return get_logger().call(newest_first, timeout=30)
+
+    def search(
+        self,
+        filter: str | None = None,  # the name every tracker's search uses
+        order_by: list[str] | str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """The summaries of the runs that match (run_id, status, name, times, tags, params, and
+        each metric's last/min/max), sorted and limited as :meth:`get_runs` says.
+
+        Raises:
+            ValueError: the filter or a sort key does not parse (a ``FilterError``).
+        """
+        from runstream.consumer.reader import RecordReader
+        from runstream.consumer.search import search_runs
+
+        workspace = self.workspace
+
+        async def found() -> list[dict[str, Any]]:
+            async with connect(workspace.settings.redis_url) as client:
+                reader = RecordReader(client, workspace.keys)
+                return (await search_runs(reader, self.name, filter, order_by, limit)).runs
+
+        return get_logger().call(found, timeout=120)
+
+    def get_runs_frame(
+        self,
+        filter: str | None = None,  # the name every tracker's search uses
+        order_by: list[str] | str | None = None,
+        limit: int | None = None,
+    ) -> pd.DataFrame:
+        """The matching runs as a pandas DataFrame, a row a run: run_id, status, name, times,
+        ``params.<name>``, ``tags.<name>`` and ``metrics.<name>`` (the last value) columns.
+
+        Raises:
+            RunstreamError: pandas is not installed (the ``frames`` extra).
+        """
+        from runstream._frames import runs_frame
+
+        return runs_frame(self.search(filter, order_by, limit))

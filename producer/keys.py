@@ -205,6 +205,10 @@ class Keys:
         """Hash: experiment name -> its retention, where it has its own (:mod:`runstream.retention`)."""
         return f"{self.prefix}:{self.workspace}:retention"
 
+    def summaries(self) -> str:
+        """Hash: ended run id -> its summary for search (msgpack: runstream.consumer.summaries)."""
+        return f"{self.prefix}:{self.workspace}:summaries"
+
     def collectors(self) -> str:
         """Hash: collector reader name -> its latest counters (JSON)."""
         return f"{self.prefix}:{self.workspace}:collectors"

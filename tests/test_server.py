@@ -148,13 +148,10 @@ class TestOpenApi:
         document = await json_of(await api.get("/api/v1/openapi.json"))
 
         answers: dict[tuple[str, str], int] = {}
-        order = sorted(
-            ((m, p) for p, item in document["paths"].items() for m in item),
-            key=lambda mp: ("/events" in mp[1], mp[0] == "post"),  # cancel, then the (now finite) stream
-        )
+        order = sorted(((m, p) for p, item in document["paths"].items() for m in item), key=self._when_asked)
         for method, path in order:
             name = "notes.txt" if "/files/" in path else "loss"
-            url = path.replace("{run_id}", run.id).replace("{name}", name)
+            url = path.replace("{run_id}", run.id).replace("{name}", name).replace("{experiment}", experiment.name)
             if path.endswith("/events"):
                 url += "?from=0-0"
             data = b"uploaded" if method == "put" else None
@@ -165,6 +162,16 @@ class TestOpenApi:
 
         assert {k: v for k, v in answers.items() if v not in (200, 201, 202)} == {}
         assert len(document["paths"]) >= 10
+
+    @staticmethod
+    def _when_asked(route: tuple[str, str]) -> tuple[int, str]:
+        """Reads first; then the cancel, the (now finite) stream, and what needs an ended run:
+        archive, restore, and the deletes last."""
+        method, path = route
+        later = ["/cancel", "/events", "/runs/{run_id}/archive", "/restore", "/experiments/{experiment}/archive"]
+        if method == "delete":
+            return (len(later) + 1 + path.startswith("/api/v1/experiments"), path)
+        return (next((n + 1 for n, end in enumerate(later) if path.endswith(end)), 0), path)
 
     @staticmethod
     async def _has_metric(api: Client, run_id: str) -> bool:
@@ -572,7 +579,13 @@ class TestAuth:
     @staticmethod
     def requests(run_id: str) -> list[tuple[str, str]]:
         api = [
-            (r.method, openapi_path(r.path).replace("{run_id}", run_id).replace("{name}", name))
+            (
+                r.method,
+                openapi_path(r.path)
+                .replace("{run_id}", run_id)
+                .replace("{name}", name)
+                .replace("{experiment}", "tests"),
+            )
             for r in ROUTES
             for name in ["loss" if "/metrics/" in r.path else "notes.txt"]
         ]
@@ -622,7 +635,7 @@ class TestAuth:
 
         statuses = {}
         for method, path in self.requests(run.id):
-            if method == "POST":  # cancel would end the run: checked on its own below
+            if method in ("POST", "DELETE"):  # they end, move or remove the run: checked on their own
                 continue
             async with client.request(method, path, headers=headers, data=b"x" if method == "PUT" else None) as r:
                 if path.endswith("from=0-0"):
@@ -637,7 +650,7 @@ class TestAuth:
         first = await client.get(f"/runs/{run.id}", params={"token": TOKEN})
         statuses = {}
         for method, path in self.requests(run.id):
-            if method in ("POST", "PUT"):
+            if method in ("POST", "PUT", "DELETE"):  # writes: a cookie alone needs its Origin (test_server_security)
                 continue
             async with client.request(method, path) as r:  # the cookie only
                 if path.endswith("from=0-0"):
