@@ -9,6 +9,7 @@ with the usual ``AWS_*`` variables for credentials, region and endpoint) names a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import Mapping
@@ -39,34 +40,38 @@ class ArchiveStore:
     def __repr__(self) -> str:
         return f"ArchiveStore({self.url})"
 
+    # obstore's blocking calls, each in a worker thread: its async ones hand their result back
+    # from a runtime thread of its own, which a process leaving right after (a CLI command)
+    # can catch mid-way as the interpreter shuts down, and abort (SIGABRT, seen on 3.11).
+
     async def put(self, path: str, data: bytes) -> None:
-        await obstore.put_async(self.store, path, data)
+        await asyncio.to_thread(obstore.put, self.store, path, data)
 
     async def get(self, path: str) -> bytes:
         """The object's bytes; :class:`NotFoundError` if there is none."""
-        result = await obstore.get_async(self.store, path)
-        return bytes(await result.bytes_async())
+        return await asyncio.to_thread(lambda: bytes(obstore.get(self.store, path).bytes()))
 
     async def exists(self, path: str) -> bool:
         try:
-            await obstore.head_async(self.store, path)
+            await asyncio.to_thread(obstore.head, self.store, path)
         except (NotFoundError, FileNotFoundError):
             return False
         return True
 
     async def names(self, prefix: str) -> list[str]:
         """Paths of the objects under ``prefix`` (a folder: ``runs/<id>/``)."""
-        names: list[str] = []
-        async for batch in obstore.list(self.store, prefix):
-            names.extend(str(entry["path"]) for entry in batch)
-        return sorted(names)
+
+        def listed() -> list[str]:
+            return sorted(str(entry["path"]) for batch in obstore.list(self.store, prefix) for entry in batch)
+
+        return await asyncio.to_thread(listed)
 
     async def delete(self, paths: list[str]) -> None:
         """Delete what exists of ``paths`` (deleting nothing is not an error), and in a local
         store the folders that held them once empty (an object store has no folders)."""
         for path in paths:
             try:
-                await obstore.delete_async(self.store, path)
+                await asyncio.to_thread(obstore.delete, self.store, path)
             except (NotFoundError, FileNotFoundError):
                 continue
         if self.folder is not None:

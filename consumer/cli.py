@@ -22,7 +22,7 @@ from runstream.consumer.commands import (
     tail_command,
     wait_command,
 )
-from runstream.consumer.storage_commands import archive_command, delete_command, restore_command
+from runstream.consumer.storage_commands import archive_command, delete_command, export_command, restore_command
 
 __all__ = ["main"]
 
@@ -44,6 +44,7 @@ for command in (
     archive_command,
     restore_command,
     delete_command,
+    export_command,
 ):
     main.add_command(command)
 

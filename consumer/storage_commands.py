@@ -1,4 +1,5 @@
-"""``runstream delete``, ``archive`` and ``restore``: runs and experiments moved or removed (DESIGN §7)."""
+"""``runstream delete``, ``archive``, ``restore`` and ``export``: runs and experiments moved, removed
+or written out (DESIGN §7)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from runstream.keys import check_identifier, check_run_id
 if TYPE_CHECKING:
     from runstream.archive.lifecycle import Lifecycle
 
-__all__ = ["archive_command", "delete_command", "restore_command"]
+__all__ = ["archive_command", "delete_command", "export_command", "restore_command"]
 
 
 def _run_ids(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
@@ -109,3 +110,26 @@ def restore_command(run_ids: tuple[str, ...]) -> None:
     with explained(workspace.settings.redis_url):
         restored = with_lifecycle(workspace, lambda life: _restore_runs(life, run_ids))
     click.echo(f"restored {len(restored)} run{'s' * (len(restored) != 1)}")
+
+
+@click.command("export")
+@click.argument("run_id", required=False)
+@click.option("--experiment", callback=_experiment, help="Export this experiment's runs, a row a run.")
+@click.option("--filter", "filter_text", help="With --experiment: only the runs that match.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="A .parquet or .csv file.")
+def export_command(run_id: str | None, experiment: str | None, filter_text: str | None, output: str) -> None:
+    """Write a run's metrics (a row a point) or an experiment's runs (a row a run) to Parquet or CSV."""
+    from runstream import Run
+
+    _targets(_run_ids(click.get_current_context(), click.Argument(["run_id"]), (run_id,) if run_id else ()), experiment)
+    workspace = _workspace()
+    with explained(workspace.settings.redis_url):
+        try:
+            if experiment:
+                written = Experiment(workspace, experiment).export(output, filter=filter_text)
+            else:
+                assert run_id is not None  # noqa: S101  # _targets checked one of the two was given
+                written = Run(Experiment(workspace, run_id.rsplit("_", 2)[0]), run_id).export(output)
+        except (RunstreamError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {written}")

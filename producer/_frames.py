@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -10,7 +11,7 @@ from runstream.errors import RunstreamError
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["metrics_frame", "runs_frame"]
+__all__ = ["export_frame", "metrics_frame", "runs_frame"]
 
 _ATTRIBUTES = ("run_id", "experiment", "status", "name", "parent_id", "created", "started", "ended", "duration")
 
@@ -55,3 +56,19 @@ def metrics_frame(series: dict[str, tuple[list[int], list[Any], list[float]]]) -
     )
     frame["time"] = pandas.to_datetime(frame["time"], unit="s", utc=True)
     return frame
+
+
+def export_frame(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``frame`` to ``path``: Parquet for ``.parquet``, CSV for ``.csv``.
+
+    Raises:
+        ValueError: another suffix.
+    """
+    target = Path(path)
+    if target.suffix == ".parquet":
+        frame.to_parquet(target, index=False)
+    elif target.suffix == ".csv":
+        frame.to_csv(target, index=False)
+    else:
+        raise ValueError(f"export to .parquet or .csv, not {target.suffix or 'no suffix'!r} ({target})")
+    return target

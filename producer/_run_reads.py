@@ -8,7 +8,9 @@ side is imported lazily (DESIGN §1), so a script that only logs never loads it.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from runstream._batcher import RunHandle
@@ -70,6 +72,13 @@ class RunReads:
             return found
 
         return metrics_frame(self._read(points))
+
+    def export(self, path: str | os.PathLike[str]) -> Path:
+        """Write the run's metrics (a row a point, as :meth:`get_metrics_frame`) to ``path``:
+        Parquet for ``.parquet``, CSV for ``.csv``; the path written."""
+        from runstream._frames import export_frame
+
+        return export_frame(self.get_metrics_frame(), os.fspath(path))
 
     def get_status(self) -> str:
         """The run's status in its record."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from runstream._run_storage import with_lifecycle
@@ -191,3 +193,15 @@ class Experiment:
         from runstream._frames import runs_frame
 
         return runs_frame(self.search(filter, order_by, limit))
+
+    def export(
+        self,
+        path: str | os.PathLike[str],
+        filter: str | None = None,  # the name every tracker's search uses
+        order_by: list[str] | str | None = None,
+    ) -> Path:
+        """Write the experiment's runs (a row a run, as :meth:`get_runs_frame`) to ``path``:
+        Parquet for ``.parquet``, CSV for ``.csv``; the path written."""
+        from runstream._frames import export_frame
+
+        return export_frame(self.get_runs_frame(filter, order_by), os.fspath(path))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import pandas as pd
@@ -213,3 +214,24 @@ class TestDoors:
         assert ["RUN", "STATUS"] == lines[0].split()[:2]
         assert [sweep["sweep-1"].id, sweep["sweep-3"].id] == [line.split()[0] for line in lines[1:]]
         assert (2, True) == (bad.exit_code, "a value expected" in bad.output)
+
+
+class TestExport:
+    def test_a_run_and_an_experiment(
+        self, experiment: Experiment, sweep: dict[str, Run], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        run = sweep["sweep-1"]
+        points = run.export(tmp_path / "points.parquet")
+        runs = experiment.export(tmp_path / "runs.csv", filter="tags.model = 'cnn'")
+        monkeypatch.setenv("RUNSTREAM_REDIS_URL", experiment.workspace.settings.redis_url)
+        monkeypatch.setenv("RUNSTREAM_WORKSPACE", experiment.workspace.name)
+        by_cli = CliRunner().invoke(main, ["export", run.id, "-o", str(tmp_path / "cli.csv")])
+
+        read_back = pd.read_parquet(points)
+        assert run.get_metrics()["loss"] == list(read_back.loc[read_back["metric"] == "loss", "value"])
+        assert [run.get_metrics()["acc"]] == list(read_back.loc[read_back["metric"] == "acc", "value"])
+        assert {"running", "sweep-0", "sweep-1"} == set(pd.read_csv(runs)["name"])
+        assert (0, f"wrote {tmp_path / 'cli.csv'}\n") == (by_cli.exit_code, by_cli.output)
+        assert 51 == len(pd.read_csv(tmp_path / "cli.csv"))
+        with pytest.raises(ValueError, match=r"\.parquet or \.csv"):
+            run.export(tmp_path / "points.xlsx")

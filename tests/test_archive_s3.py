@@ -1,0 +1,344 @@
+"""Ended runs archived into an S3-compatible store, and read back as if nothing had moved.
+
+``tests/test_archive.py`` archives into a local folder; an object store reached over
+HTTP is where a deployment's archive lives, and where what only S3 does can go wrong:
+the store built from the ``AWS_*`` variables alone, plain http to a private endpoint,
+a bucket that answers nothing for a while.  moto's standalone server, started on
+loopback by these tests (a process of its own, never moto's in-process mocks, so the
+bytes cross a real socket), is that store; Redis and the collector are real too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import http.client
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import boto3  # type: ignore[import-untyped]  # boto3-stubs is not among the dev dependencies
+import pytest
+import redis
+from structlog.testing import capture_logs
+from structlog.typing import EventDict
+
+from runstream import Experiment, Run
+from runstream.connection import connect
+from runstream.consumer.reader import RecordReader
+from runstream.redis_server import free_port
+from runstream.workspace import Workspace
+from tests.conftest import CollectorThread, wait_until
+from tests.test_archive import STUB, every_read, exact, log_everything, run_keys
+
+#: Where in the bucket the archive is kept (a URL's path: objects are named below it).
+PREFIX: Final = "some/prefix"
+#: moto takes any key id and secret: these are the dummies a local S3 server's docs use.
+DUMMY_KEY: Final = "test"
+#: What a run's file set is made of.
+FILE_SET: Final = {"manifest.json", "series.parquet", "output.parquet", "record.msgpack.z"}
+#: Variables that would point the store elsewhere than the test's server, or lend it other credentials.
+_OTHER_AWS: Final = (
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_BUCKET",
+    "AWS_BUCKET_NAME",
+    "AWS_VIRTUAL_HOSTED_STYLE_REQUEST",
+    "RUNSTREAM_ARCHIVE_URL",
+)
+
+
+class S3Server:
+    """moto's S3 server on a loopback port of its own.
+
+    :meth:`stop` kills it as a crash or a network cut would; :meth:`start` brings it back
+    on the same port, so the stores already built reach it again, but empty: moto keeps
+    its buckets in memory.
+    """
+
+    def __init__(self, log: Path) -> None:
+        self.port = free_port()
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        wait_until(self._answers, 30, "moto's S3 server answering")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(30)
+            self.process = None
+
+    def _answers(self) -> bool:
+        assert self.process is not None
+        assert self.process.poll() is None, self.log.read_text(errors="replace")[-3000:]
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1.0)
+        try:
+            connection.request("GET", "/")
+            connection.getresponse().read()  # any answer will do: it is an HTTP server, listening
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            connection.close()
+        return True
+
+    def client(self) -> Any:
+        """A boto3 S3 client of the server (boto3 ships no annotations)."""
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=DUMMY_KEY,
+            aws_secret_access_key=DUMMY_KEY,
+            region_name="us-east-1",
+        )
+
+    def create_bucket(self, bucket: str) -> None:
+        self.client().create_bucket(Bucket=bucket)
+
+    def object_names(self, bucket: str) -> set[str]:
+        """Every object's key in ``bucket`` (a few hundred at most here: no paging)."""
+        listing = self.client().list_objects_v2(Bucket=bucket)
+        assert not listing["IsTruncated"]
+        return {str(entry["Key"]) for entry in listing.get("Contents", [])}
+
+
+@pytest.fixture
+def s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
+    """A running S3 server, and the ``AWS_*`` variables that name it (as a deployment would set them)."""
+    server = S3Server(tmp_path / "moto.log")
+    for name in _OTHER_AWS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", server.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", DUMMY_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", DUMMY_KEY)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def bucket(s3: S3Server) -> str:
+    """A bucket of this test's own: the readers' stores are kept per URL for the process's life,
+    so no two tests may share a URL (each test's server has another port)."""
+    name = f"rs-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(name)
+    return name
+
+
+@pytest.fixture
+def s3_experiment(experiment: Experiment, bucket: str) -> Experiment:
+    """The test's experiment, in a workspace whose archive is the bucket (``archive_url``)."""
+    settings = dataclasses.replace(experiment.workspace.settings, archive_url=f"s3://{bucket}/{PREFIX}")
+    return Experiment(Workspace.from_settings(settings), experiment.name)
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    with redis.Redis.from_url(redis_url) as connection:
+        yield connection
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    path = tmp_path / "roc.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    return path
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchivedRun:
+    """A run archived into the bucket, with what was read of it while it was in Redis."""
+
+    run: Run
+    before: dict[str, Any]
+    keys_before: set[str]
+
+
+def _archived(client: redis.Redis, workspace: Workspace, run_id: str) -> bool:
+    return client.hget(workspace.keys.meta(run_id), "archive") is not None
+
+
+async def _reads(workspace: Workspace, run_id: str) -> dict[str, Any]:
+    async with connect(workspace.settings.redis_url) as redis_client:
+        return await every_read(RecordReader(redis_client, workspace.keys), run_id)
+
+
+def _logged(experiment: Experiment, image: Path) -> Run:
+    """A run with every shape, completed, and its end applied to the record."""
+    run = experiment.start_logging(display_name="everything")
+    log_everything(run, image)
+    run.complete()
+    wait_until(lambda: run.get_status() == "Completed", 30, "the run completed")
+    return run
+
+
+@pytest.fixture
+def archived_run(
+    s3_experiment: Experiment,
+    start_collector: Callable[..., CollectorThread],
+    image: Path,
+    client: redis.Redis,
+) -> ArchivedRun:
+    """A run with every shape, read while in Redis, then archived into the bucket by the collector."""
+    workspace = s3_experiment.workspace
+    start_collector(workspace, live_kept_after_end=0.2, archive_after=0.0)
+    run = _logged(s3_experiment, image)
+    before = asyncio.run(_reads(workspace, run.id))
+    keys_before = run_keys(client, workspace, run.id)
+    # Read from Redis, not from the archive: it cannot be archived before its live stream is
+    # trimmed (0.2 s after its end at the soonest), and nothing but a late batch brings it back.
+    assert not _archived(client, workspace, run.id)
+    wait_until(lambda: _archived(client, workspace, run.id), 30, "the run archived")
+    return ArchivedRun(run, before, keys_before)
+
+
+def _same_reads(before: dict[str, Any], after: dict[str, Any]) -> None:
+    assert before.keys() == after.keys()
+    for what in before:
+        assert exact(before[what]) == exact(after[what]), what
+
+
+class TestArchivedInS3:
+    def test_reads_the_same(self, s3_experiment: Experiment, archived_run: ArchivedRun) -> None:
+        after = asyncio.run(_reads(s3_experiment.workspace, archived_run.run.id))
+
+        _same_reads(archived_run.before, after)
+        assert [1.0 / (1 + s) for s in range(300)] == after["metrics"]["loss"]
+        assert "cnn" == after["tags"]["model"]
+
+    def test_the_record_moved_into_the_bucket(
+        self, s3_experiment: Experiment, archived_run: ArchivedRun, s3: S3Server, bucket: str, client: redis.Redis
+    ) -> None:
+        workspace, run_id = s3_experiment.workspace, archived_run.run.id
+        folder = f"{PREFIX}/rs/{workspace.name}/runs/{run_id}/"
+        names = s3.object_names(bucket)
+
+        assert {"t:loss", "out", "tags", "metrics", "files", "children"} <= archived_run.keys_before
+        assert STUB == run_keys(client, workspace, run_id)
+        assert FILE_SET == {name.removeprefix(folder) for name in names if name.startswith(folder)}
+        assert all(name.startswith(f"{PREFIX}/rs/{workspace.name}/runs/") for name in names), names
+        assert f"s3://{bucket}/{PREFIX}".encode() == client.hget(workspace.keys.meta(run_id), "archive")
+        assert [] == [p for p in (workspace.settings.data_dir / "archive").rglob("*") if p.is_file()]
+
+    def test_a_fresh_process_finds_it_from_the_stub(
+        self, s3_experiment: Experiment, archived_run: ArchivedRun, tmp_path: Path
+    ) -> None:
+        """A process with no archive setting and an empty data folder (a notebook elsewhere)
+        reads the run: the stub's URL and the ``AWS_*`` variables are all it needs."""
+        workspace, out = s3_experiment.workspace, tmp_path / "metrics.pickle"
+        env = {name: value for name, value in os.environ.items() if not name.startswith("RUNSTREAM_")}
+        config = [workspace.settings.redis_url, workspace.name, str(tmp_path / "elsewhere"), archived_run.run.id]
+
+        done = subprocess.run(
+            [sys.executable, "-c", _READ_METRICS, *config, str(out)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+        assert 0 == done.returncode, done.stderr
+        metrics = pickle.loads(out.read_bytes())  # noqa: S301  # written by the child process just above
+        assert exact(archived_run.before["metrics"]) == exact(metrics)
+
+
+_READ_METRICS: Final = textwrap.dedent(
+    """
+    import pickle, sys
+    from pathlib import Path
+    from runstream import Experiment, Run, Settings, Workspace
+    redis_url, name, data_dir, run_id, out = sys.argv[1:]
+    workspace = Workspace.from_settings(Settings(redis_url=redis_url, workspace=name, data_dir=Path(data_dir)))
+    assert workspace.settings.archive_url is None
+    Path(out).write_bytes(pickle.dumps(Run(Experiment(workspace, "tests"), run_id).get_metrics()))
+    """
+)
+
+
+def _alive(collector: CollectorThread) -> bool:
+    """The collector's thread still runs (its name is the collector's reader's)."""
+    name = f"collector-{collector.settings.reader}"
+    return collector.error is None and any(t.name == name and t.is_alive() for t in threading.enumerate())
+
+
+class TestServerAway:
+    def test_the_run_waits_in_redis_and_is_archived_once_it_is_back(
+        self,
+        s3: S3Server,
+        bucket: str,
+        s3_experiment: Experiment,
+        start_collector: Callable[..., CollectorThread],
+        image: Path,
+        client: redis.Redis,
+    ) -> None:
+        workspace = s3_experiment.workspace
+        keys = workspace.keys
+        with capture_logs() as logs:
+            collector = start_collector(workspace, live_kept_after_end=0.2, archive_after=0.0)
+            s3.stop()
+            run = _logged(s3_experiment, image)
+            wait_until(lambda: client.zscore(keys.archive_due(), run.id) is not None, 30, "the run due")
+            before = asyncio.run(_reads(workspace, run.id))
+            keys_before = run_keys(client, workspace, run.id)
+
+            def failed() -> list[EventDict]:
+                return [e for e in logs if e["event"] == "retention_failed" and e.get("run_id") == run.id]
+
+            wait_until(lambda: bool(failed()), 30, "an archive attempt failing")
+            reported = collector.stats.updated_at
+            wait_until(lambda: collector.stats.updated_at > reported, 30, "the collector reporting after it")
+            still = asyncio.run(_reads(workspace, run.id))
+            alive_while_away = _alive(collector)
+            keys_while_away = run_keys(client, workspace, run.id)
+            due_while_away = client.zscore(keys.archive_due(), run.id)
+            archived_while_away = _archived(client, workspace, run.id)
+
+            s3.start()
+            s3.create_bucket(bucket)
+            wait_until(lambda: _archived(client, workspace, run.id), 30, "the run archived once the store is back")
+            after = asyncio.run(_reads(workspace, run.id))
+            alive_after = _alive(collector)
+            collector.stop()  # before the logs' capture ends: it changes structlog's processors under the thread
+
+        failure = failed()[0]
+        assert "error" == failure["log_level"]
+        assert f"{s3.endpoint}/{bucket}/{PREFIX}/rs/{workspace.name}/runs/{run.id}/" in failure["error"], failure
+        assert alive_while_away
+        assert not archived_while_away
+        assert due_while_away is not None
+        assert keys_before == keys_while_away
+        assert {"t:loss", "out", "tags", "metrics"} <= keys_while_away
+        _same_reads(before, still)
+        _same_reads(before, after)
+        assert alive_after
+        assert STUB == run_keys(client, workspace, run.id)
+        folder = f"{PREFIX}/rs/{workspace.name}/runs/{run.id}/"
+        assert FILE_SET == {n.removeprefix(folder) for n in s3.object_names(bucket) if n.startswith(folder)}
