@@ -5,8 +5,9 @@ store's URL), ``archive_path`` (the run's folder in it) and ``archive_digest``.
 Any reader opens the store from the URL itself (credentials for S3 from the usual
 ``AWS_*`` variables), so a training script, the CLI and the server need no archive
 settings to read what a collector archived.  Records are decoded once and kept,
-least recently used first out, up to a budget of points: the first read of a
-million-point run costs its file set's fetch and decode (some tens of ms), later ones
+least recently used first out, up to a budget of points: the first read of a metric of
+a million points costs its file set's fetch and check and that metric's decode (some
+tens of ms; the run's other metrics are decoded when they are read), later ones
 nothing.  An archived record never changes (a late batch restores it into Redis
 first, and the next archive has another digest), so the cache needs no invalidation.
 """
