@@ -29,12 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal, cast
 
+import msgpack
 from structlog.typing import FilteringBoundLogger as BoundLogger
 
 from runstream.archive.columns import repack
 from runstream.archive.fileset import MANIFEST, ArchiveError, Record, decode, digest, encode, from_snapshot, run_folder
 from runstream.archive.snapshot import RunSnapshot, read_snapshot, record_keys
 from runstream.archive.store import ArchiveStore, open_store
+from runstream.archive.summary import record_summary
 from runstream.connection import RedisClient
 from runstream.events import TERMINAL_STATUSES
 from runstream.keys import Keys
@@ -125,6 +127,10 @@ class Archiver:
         )
         if (code := int(cast("int", reply))) != _SWAPPED:
             return _SKIPPED[code]
+        # Its search summary, from the record in hand: a search never opens the archive (killed
+        # before this, the next search makes it from the archive instead).
+        summary = msgpack.packb(record_summary(readback), use_bin_type=True)
+        await self.client.hset(self.keys.summaries(), run_id, summary)
         size = sum(len(data) for data in objects.values())
         return Archived(run_id, location, record.points, size)
 

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
-from tsdownsample import MinMaxLTTBDownsampler
 
 from runstream.collector.records import STEP_BYTES, iter_chunks
 
@@ -40,6 +39,8 @@ def downsample_indices(
             return np.arange(n - max_points, n)
         y = values.copy()
         y[~finite] = np.interp(np.flatnonzero(~finite), np.flatnonzero(finite), values[finite])
+    from tsdownsample import MinMaxLTTBDownsampler  # the server extra's: series_arrays needs numpy only
+
     room = max_points - 4  # the first, last, minimum and maximum are added back
     sampler = MinMaxLTTBDownsampler()  # type: ignore[no-untyped-call]  # tsdownsample ships no annotations
     # Steps out of order (logged going back): sampled by position instead.

@@ -2,7 +2,9 @@
 
 An ended run's summary never changes, so it is made once (from its record, in Redis
 or in the archive alike) and kept in the workspace's summaries hash
-(``keys.summaries()``); a run still going is summed up afresh at each search.  A
+(``keys.summaries()``); a run still going is summed up afresh at each search.  Runs
+whose records are in Redis are summed up a few hundred at a time, in two round trips
+(their hashes, then their series), whatever their number.  A
 restore or a delete drops the kept one (:mod:`runstream.archive.lifecycle`).
 """
 
@@ -14,16 +16,17 @@ from collections.abc import Sequence
 from typing import Any, Final, cast
 
 import msgpack
-import numpy as np
 
-from runstream.consumer.reader import RecordReader, time_or_none
+from runstream.archive.summary import series_stats, summary
+from runstream.consumer.downsample import series_arrays
+from runstream.consumer.reader import RecordReader, unpack_values
 from runstream.events import TERMINAL_STATUSES
 
 __all__ = ["summaries", "summarize"]
 
-#: Runs summed up at once, at most (each reads its record).
-_AT_ONCE: Final = 16
-_CHUNK: Final = 1000
+#: Runs read in one pipeline, at most.
+_CHUNK: Final = 500
+Arrays = tuple[Any, Any, str]
 
 
 def _finite(value: float) -> float | None:
@@ -31,7 +34,7 @@ def _finite(value: float) -> float | None:
 
 
 async def summarize(reader: RecordReader, run_id: str) -> dict[str, Any] | None:
-    """The run's summary; None if there is no such run."""
+    """The run's summary, from its record wherever it is; None if there is no such run."""
     meta = await reader.meta(run_id)
     if not meta:
         return None
@@ -40,34 +43,62 @@ async def summarize(reader: RecordReader, run_id: str) -> dict[str, Any] | None:
     )
     metrics: dict[str, dict[str, Any]] = {}
     for name, info in index.items():
-        if info["kind"] not in ("series", "list"):
-            continue
-        arrays = await reader.arrays(run_id, name)
-        if arrays is None or len(arrays[1]) == 0:  # text: the last value only
-            metrics[name] = {"last": await reader.last_value(run_id, name), "min": None, "max": None}
-            continue
-        values = arrays[1]
-        finite = values[np.isfinite(values)]
-        metrics[name] = {
-            "last": float(values[-1]),
-            "min": float(finite.min()) if len(finite) else None,
-            "max": float(finite.max()) if len(finite) else None,
-        }
-    started, ended = time_or_none(meta.get("started_at")), time_or_none(meta.get("ended_at"))
-    return {
-        "run_id": run_id,
-        "experiment": meta.get("experiment"),
-        "status": meta.get("status"),
-        "name": meta.get("display_name"),
-        "parent_id": meta.get("parent_id"),
-        "created": time_or_none(meta.get("created_at")),
-        "started": started,
-        "ended": ended,
-        "duration": None if started is None or ended is None else ended - started,
-        "tags": tags,
-        "params": params,
-        "metrics": metrics,
-    }
+        if info["kind"] in ("series", "list"):
+            metrics[name] = _stats(await reader.arrays(run_id, name)) or {
+                "last": await reader.last_value(run_id, name),
+                "min": None,
+                "max": None,
+            }
+    return summary(run_id, meta, tags, params, metrics)
+
+
+def _stats(arrays: Arrays | None) -> dict[str, Any] | None:
+    return None if arrays is None else series_stats(arrays[1])
+
+
+def _text(raw: Any) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in cast("dict[bytes, bytes]", raw).items()}
+
+
+async def _summarize_in_redis(reader: RecordReader, run_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+    """The summaries of runs whose records are in Redis, in two round trips for them all
+    (an archived run found among them is summed up from its archive)."""
+    keys = reader.keys
+    async with reader.client.pipeline(transaction=False) as pipe:
+        for run_id in run_ids:
+            for key in (keys.meta(run_id), keys.tags(run_id), keys.properties(run_id), keys.metric_index(run_id)):
+                _ = pipe.hgetall(key)
+        replies = await pipe.execute()
+    records = {run_id: [_text(r) for r in replies[4 * n : 4 * n + 4]] for n, run_id in enumerate(run_ids)}
+    wanted = [
+        (run_id, name, kind)
+        for run_id, (meta, _, _, kinds) in records.items()
+        if meta and "deleted" not in meta and "archive" not in meta
+        for name, kind in kinds.items()
+        if kind in ("series", "list")
+    ]
+    async with reader.client.pipeline(transaction=False) as pipe:
+        for run_id, name, _ in wanted:
+            _ = pipe.lrange(keys.metric_series(run_id, name), 0, -1)
+            _ = pipe.get(keys.metric_tail(run_id, name))
+        parts = await pipe.execute()
+    metrics: dict[str, dict[str, Any]] = {run_id: {} for run_id in run_ids}
+    for n, (run_id, name, _) in enumerate(wanted):
+        packed = [*cast("list[bytes]", parts[2 * n]), *([parts[2 * n + 1]] if parts[2 * n + 1] else [])]
+        stats = _stats(series_arrays(packed))
+        if stats is None:  # text: its last value
+            values = unpack_values(b"".join(packed))
+            stats = {"last": values[-1] if values else None, "min": None, "max": None}
+        metrics[run_id][name] = stats
+    found: dict[str, dict[str, Any] | None] = {}
+    for run_id, (meta, tags, params, _) in records.items():
+        if not meta or "deleted" in meta:
+            found[run_id] = None
+        elif "archive" in meta:
+            found[run_id] = await summarize(reader, run_id)
+        else:
+            found[run_id] = summary(run_id, meta, tags, params, metrics[run_id])
+    return found
 
 
 async def summaries(reader: RecordReader, run_ids: Sequence[str]) -> list[dict[str, Any]]:
@@ -81,16 +112,14 @@ async def summaries(reader: RecordReader, run_ids: Sequence[str]) -> list[dict[s
             if raw is not None:
                 found[run_id] = msgpack.unpackb(raw, raw=False)
     missing = [run_id for run_id in run_ids if run_id not in found]
-    gate = asyncio.Semaphore(_AT_ONCE)
-
-    async def make(run_id: str) -> None:
-        async with gate:
-            summary = await summarize(reader, run_id)
-        if summary is None:
-            return
-        found[run_id] = summary
-        if summary["status"] in TERMINAL_STATUSES:
-            await reader.client.hset(key, run_id, msgpack.packb(summary, use_bin_type=True))
-
-    await asyncio.gather(*(make(run_id) for run_id in missing))
+    kept: dict[str, bytes] = {}
+    for start in range(0, len(missing), _CHUNK):
+        for run_id, made in (await _summarize_in_redis(reader, missing[start : start + _CHUNK])).items():
+            if made is None:
+                continue
+            found[run_id] = made
+            if made["status"] in TERMINAL_STATUSES:
+                kept[run_id] = msgpack.packb(made, use_bin_type=True)
+    if kept:
+        await reader.client.hset(key, mapping=kept)  # type: ignore[arg-type]
     return [found[run_id] for run_id in run_ids if run_id in found]
