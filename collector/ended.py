@@ -27,8 +27,10 @@ from typing import Protocol, cast
 
 from structlog.typing import FilteringBoundLogger as BoundLogger
 
+from runstream.codec import decode_payload, encode_payload
 from runstream.collector.applier import UNREACHABLE
 from runstream.connection import RedisClient
+from runstream.events import Event, StatusChanged
 from runstream.keys import Keys
 
 __all__ = ["EndedStreams", "HasKeys"]
@@ -73,6 +75,25 @@ class EndedStreams:
             with contextlib.suppress(*UNREACHABLE):  # Redis away: trimmed next time (the shard loops log it)
                 await self.trim(time.time())
 
+    async def _keep_the_end(self, live: str) -> None:
+        """Trim ``live`` to its newest entry; one that carries the last batch's points too
+        (up to LIVE_POINTS a metric: tens of kilobytes) is first followed by one of the final
+        status alone, which is then what stays.  A client resuming from the old newest id
+        reads the new one: the end, as before."""
+        newest = cast("list[tuple[bytes, dict[bytes, bytes]]]", await self._client.xrevrange(live, count=1))
+        if newest:
+            _, fields = newest[0]
+            events = decode_payload(fields[b"b"])
+            final: list[Event] = [event for event in events if isinstance(event, StatusChanged)]
+            if final and len(final) < len(events):
+                async with self._client.pipeline(transaction=True) as pipe:
+                    _ = pipe.xadd(live, {b"p": fields[b"p"], b"q": fields[b"q"], b"b": encode_payload(final)})
+                    _ = pipe.xtrim(live, maxlen=1, approximate=False)
+                    await pipe.execute()
+                return
+        # Exact, not "~": an approximate trim only drops whole stream nodes (100 entries).
+        await self._client.xtrim(live, maxlen=1, approximate=False)
+
     async def trim(self, now: float) -> int:
         """Trim the streams of the owned shards' runs that ended ``keep`` before ``now``; how many."""
         keys = self._names.keys
@@ -86,8 +107,7 @@ class EndedStreams:
             )
             mine = [(raw.decode(), end) for raw, end in page if keys.shard_of(raw.decode()) in self._owned]
             for run_id, end in mine:
-                # Exact, not "~": an approximate trim only drops whole stream nodes (100 entries).
-                await self._client.xtrim(keys.live(run_id), maxlen=1, approximate=False)
+                await self._keep_the_end(keys.live(run_id))
                 if self.archive_due:  # next, the archive (runstream.archive.due)
                     await self._client.zadd(keys.archive_due(), {run_id: end})
                 await self._client.zrem(index, run_id)

@@ -157,16 +157,16 @@ def archived_run(
     client: redis.Redis,
 ) -> tuple[Run, dict[str, Any], set[str]]:
     """A run with every shape, its reads before the archive, and its Redis keys before; then archived
-    by the collector (due at once)."""
-    start_collector(experiment.workspace, live_kept_after_end=0.2, archive_after=0.0)
+    (``run.archive()``: the collector's own archiving is in tests/test_lifecycle.py's retention)."""
+    start_collector(experiment.workspace, live_kept_after_end=0.2, archive_after=None)
     run = experiment.start_logging(display_name="everything")
     log_everything(run, image)
     run.complete()
     keys = experiment.workspace.keys
-    wait_until(lambda: client.hget(keys.meta(run.id), "archive") is None and run.get_status() == "Completed")
+    wait_until(lambda: client.xlen(keys.live(run.id)) == 1, 30, "the ended run's live stream trimmed")
     before = asyncio.run(_reads(experiment.workspace, run.id))
     keys_before = run_keys(client, experiment.workspace, run.id)
-    wait_until(lambda: client.hget(keys.meta(run.id), "archive") is not None, 30, "the run archived")
+    assert run.archive()
     return run, before, keys_before
 
 
@@ -265,9 +265,11 @@ class TestLateBatch:
 
         wait_until(lambda: "late" in Run(experiment, run.id).get_metrics(), 30, "the late point applied")
         metrics = Run(experiment, run.id).get_metrics()
-        wait_until(lambda: client.hget(keys.meta(run.id), "archive") is not None, 30, "the run archived again")
+        restored = client.hget(keys.meta(run.id), "archive") is None
+        assert Run(experiment, run.id).archive()
         archived_again = Run(experiment, run.id).get_metrics()
 
+        assert restored
         assert exact({**before["metrics"], "late": 7.0}) == exact(metrics)
         assert exact(metrics) == exact(archived_again)
         assert "Completed" == Run(experiment, run.id).get_status()

@@ -208,12 +208,13 @@ def archived_run(
 ) -> ArchivedRun:
     """A run with every shape, read while in Redis, then archived into the bucket by the collector."""
     workspace = s3_experiment.workspace
-    start_collector(workspace, live_kept_after_end=0.2, archive_after=0.0)
+    start_collector(workspace, live_kept_after_end=0.2, archive_after=5.0)
     run = _logged(s3_experiment, image)
+    # Read once trimmed (what the archive takes: the live stream's end), from Redis: it is not
+    # archived before 5 s after its end, and the trim comes within about a second of it.
+    wait_until(lambda: client.xlen(workspace.keys.live(run.id)) == 1, 30, "the ended run's live stream trimmed")
     before = asyncio.run(_reads(workspace, run.id))
     keys_before = run_keys(client, workspace, run.id)
-    # Read from Redis, not from the archive: it cannot be archived before its live stream is
-    # trimmed (0.2 s after its end at the soonest), and nothing but a late batch brings it back.
     assert not _archived(client, workspace, run.id)
     wait_until(lambda: _archived(client, workspace, run.id), 30, "the run archived")
     return ArchivedRun(run, before, keys_before)
