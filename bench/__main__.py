@@ -7,8 +7,9 @@ first use into a venv of their own, bench/.peers-venv: not project dependencies)
 Prints a table of medians with min-max and ratios, writes the raw figures as JSON
 (bench/results/suite.json) and the table as markdown (bench/RESULTS.md, which the
 README links).  A row whose target is missed is marked, and a profile of what it
-measures shows where the time goes (:mod:`bench.profiles`).  Full: about 12 minutes on
-2 cores (the peers' venv installed; the training loop, section 8, is 8 of them); ``--quick``: about 5.
+measures shows where the time goes (:mod:`bench.profiles`).  Full: about 13 minutes on
+2 cores (the peers' venv installed; the training loop, section 8, is 8 of them; the archive,
+section 9, one); ``--quick``: about 5.
 """
 
 from __future__ import annotations
