@@ -24,8 +24,10 @@ from runstream.events import TERMINAL_STATUSES
 
 __all__ = ["summaries", "summarize"]
 
-#: Runs read in one pipeline, at most.
+#: Runs read in one pipeline, at most (their hashes and series).
 _CHUNK: Final = 500
+#: Kept summaries asked for in one HMGET (several go in one pipeline).
+_HMGET_CHUNK: Final = 2000
 Arrays = tuple[Any, Any, str]
 
 
@@ -106,9 +108,13 @@ async def summaries(reader: RecordReader, run_ids: Sequence[str]) -> list[dict[s
     read, the others made (and kept, for ended runs)."""
     key = reader.keys.summaries()
     found: dict[str, dict[str, Any]] = {}
-    for start in range(0, len(run_ids), _CHUNK):
-        chunk = list(run_ids[start : start + _CHUNK])
-        for run_id, raw in zip(chunk, cast("list[bytes | None]", await reader.client.hmget(key, chunk)), strict=True):
+    chunks = [list(run_ids[start : start + _HMGET_CHUNK]) for start in range(0, len(run_ids), _HMGET_CHUNK)]
+    async with reader.client.pipeline(transaction=False) as pipe:  # one round trip for them all
+        for chunk in chunks:
+            _ = pipe.hmget(key, chunk)
+        replies = await pipe.execute()
+    for chunk, raws in zip(chunks, replies, strict=True):
+        for run_id, raw in zip(chunk, cast("list[bytes | None]", raws), strict=True):
             if raw is not None:
                 found[run_id] = msgpack.unpackb(raw, raw=False)
     missing = [run_id for run_id in run_ids if run_id not in found]
