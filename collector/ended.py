@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Set
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from structlog.typing import FilteringBoundLogger as BoundLogger
 
@@ -76,23 +76,27 @@ class EndedStreams:
                 await self.trim(time.time())
 
     async def _keep_the_end(self, live: str) -> None:
-        """Trim ``live`` to its newest entry; one that carries the last batch's points too
-        (up to LIVE_POINTS a metric: tens of kilobytes) is first followed by one of the final
-        status alone, which is then what stays.  A client resuming from the old newest id
-        reads the new one: the end, as before."""
+        """Leave ``live`` its newest entry alone, under the same id, holding only the run's
+        final status if it carried the last batch's points too (up to LIVE_POINTS a metric:
+        tens of kilobytes).  The stream is made anew with that one entry: a trimmed stream
+        keeps the room its entries took, a fresh one of one entry takes a few hundred bytes.
+        A client resuming from that id reads nothing new, one from an older id is told to
+        resync, as after any trim."""
         newest = cast("list[tuple[bytes, dict[bytes, bytes]]]", await self._client.xrevrange(live, count=1))
-        if newest:
-            _, fields = newest[0]
-            events = decode_payload(fields[b"b"])
-            final: list[Event] = [event for event in events if isinstance(event, StatusChanged)]
-            if final and len(final) < len(events):
-                async with self._client.pipeline(transaction=True) as pipe:
-                    _ = pipe.xadd(live, {b"p": fields[b"p"], b"q": fields[b"q"], b"b": encode_payload(final)})
-                    _ = pipe.xtrim(live, maxlen=1, approximate=False)
-                    await pipe.execute()
-                return
-        # Exact, not "~": an approximate trim only drops whole stream nodes (100 entries).
-        await self._client.xtrim(live, maxlen=1, approximate=False)
+        if not newest:
+            return
+        entry_id, fields = newest[0]
+        events = decode_payload(fields[b"b"])
+        final: list[Event] = [event for event in events if isinstance(event, StatusChanged)]
+        kept = {**fields, b"b": encode_payload(final)} if final and len(final) < len(events) else fields
+        info = cast("dict[bytes | str, Any]", await self._client.xinfo_stream(live))
+        added = info.get("entries-added", info.get(b"entries-added"))  # Redis 7
+        async with self._client.pipeline(transaction=True) as pipe:
+            _ = pipe.delete(live)
+            _ = pipe.xadd(live, kept, id=entry_id)  # type: ignore[arg-type]
+            if added is not None:  # what was added before it, as subscribers from the start tell a trim
+                _ = pipe.execute_command("XSETID", live, entry_id, "ENTRIESADDED", int(added), "MAXDELETEDID", entry_id)
+            await pipe.execute()
 
     async def trim(self, now: float) -> int:
         """Trim the streams of the owned shards' runs that ended ``keep`` before ``now``; how many."""
