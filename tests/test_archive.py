@@ -10,6 +10,7 @@ the Redis keys it gave back; and a batch that arrives after the archive is appli
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import math
 import struct
@@ -28,11 +29,13 @@ from runstream import Experiment, Run
 from runstream.archive.archiver import Archived, Archiver
 from runstream.archive.store import open_store
 from runstream.connection import connect
+from runstream.consumer._widget_state import RunState, read_record
 from runstream.consumer.reader import RecordReader
 from runstream.consumer.server import ServerSettings, create_app
 from runstream.events import OutputLogged
 from runstream.workspace import Workspace
 from tests.conftest import CollectorThread, wait_until
+from tests.test_server import collect_sse
 
 #: What stays of an archived run in Redis: its stub.
 STUB = {"meta", "seqs", "live"}
@@ -136,7 +139,7 @@ def exact(value: Any) -> Any:
         return ("float", struct.pack("<d", value))
     if isinstance(value, dict):
         return {k: exact(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | collections.deque):
         return [type(value).__name__, *map(exact, value)]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return exact(dataclasses.asdict(value))
@@ -245,6 +248,53 @@ class TestRestApi:
         assert exact(before) == exact(after)
         assert 50 >= len(after[f"/api/v1/runs/{run.id}/metrics/loss?max_points=50"]["values"])
         assert STUB == run_keys(client, experiment.workspace, run.id)
+
+
+class TestFollowers:
+    """What follows a run (the page's event stream, the notebook widget) sees an archived run as
+    it saw the ended run in Redis."""
+
+    async def test_the_event_stream_and_the_widget(
+        self,
+        experiment: Experiment,
+        start_collector: Callable[..., CollectorThread],
+        image: Path,
+        client: redis.Redis,
+        aiohttp_client: AiohttpClient,
+    ) -> None:
+        start_collector(experiment.workspace, live_kept_after_end=0.2, archive_after=None)
+        api = await aiohttp_client(create_app(ServerSettings(workspace=experiment.workspace.settings)))
+        run = experiment.start_logging()
+        await asyncio.to_thread(log_everything, run, image)
+        await asyncio.to_thread(run.complete)
+        keys = experiment.workspace.keys
+        await asyncio.to_thread(wait_until, lambda: client.xlen(keys.live(run.id)) == 1, 30, "trimmed")
+        before = (await followed(api, run.id), await widget_state(experiment.workspace, run.id))
+        assert await asyncio.to_thread(run.archive)
+
+        after = (await followed(api, run.id), await widget_state(experiment.workspace, run.id))
+
+        assert exact(before) == exact(after)
+        events, (state, _) = after
+        assert ["message", "message", "end"] == [event for event, _ in events]
+        assert "resync" in events[0][1]  # told to read the record: its history is there
+        assert "Completed" in events[1][1]
+        assert "Completed" == state["status"]
+        assert 300 == state["metrics"]["loss"]["count"]
+
+
+async def followed(api: TestClient[Any, Any], run_id: str) -> list[tuple[str, str]]:
+    """The run's event stream from the start, as the page reads it: each event and its data."""
+    async with api.get(f"/api/v1/runs/{run_id}/events", params={"from": "0-0"}) as response:
+        return [(m.event, m.data) for m in await asyncio.wait_for(collect_sse(response), 30)]
+
+
+async def widget_state(workspace: Workspace, run_id: str) -> tuple[dict[str, Any], str]:
+    """What the notebook widget makes of the run's record, and the live id it follows from."""
+    async with connect(workspace.settings.redis_url) as redis_client:
+        state = RunState("run", 2000, 100)
+        live_id = await read_record(RecordReader(redis_client, workspace.keys), run_id, state)
+    return dataclasses.asdict(state), live_id
 
 
 class TestLateBatch:
