@@ -51,13 +51,6 @@ class ArchiveStore:
         """The object's bytes; :class:`NotFoundError` if there is none."""
         return await asyncio.to_thread(lambda: bytes(obstore.get(self.store, path).bytes()))
 
-    async def exists(self, path: str) -> bool:
-        try:
-            await asyncio.to_thread(obstore.head, self.store, path)
-        except (NotFoundError, FileNotFoundError):
-            return False
-        return True
-
     async def names(self, prefix: str) -> list[str]:
         """Paths of the objects under ``prefix`` (a folder: ``runs/<id>/``)."""
 
