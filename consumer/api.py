@@ -113,13 +113,12 @@ def _listed(summary: dict[str, Any]) -> dict[str, Any]:
 async def run_details(request: web.Request) -> web.Response:
     reader, run_id = request.app[READER], request.match_info["run_id"]
     meta = await require_run(reader, run_id)
-    properties, tags, files, children, index, live_id = await asyncio.gather(
+    properties, tags, files, children, (index, live_id) = await asyncio.gather(
         reader.properties(run_id),
         reader.tags(run_id),
         reader.files(run_id),
         reader.children(run_id),
-        reader.metric_index(run_id),
-        reader.live_id(run_id),
+        reader.metric_index_at(run_id),
     )
     return json_reply(
         {

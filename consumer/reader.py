@@ -17,18 +17,13 @@ import msgpack
 
 from runstream.collector.records import Series, unpack_series, unpack_values
 from runstream.connection import RedisClient
+from runstream.consumer.archived_record import ArchivedRecord
 from runstream.errors import RunstreamError
 from runstream.events import Value
 from runstream.keys import Keys
 
 if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
-
-    from runstream.archive.columns import Segment
-    from runstream.archive.fileset import Record
-
-    Arrays = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], str]
+    from runstream.consumer.archived_record import Arrays
 
 __all__ = [
     "MetricValue",
@@ -136,6 +131,28 @@ class RecordReader:
             name: {"kind": kind, "count": int(counted.get(name, 0))}
             for name, kind in sorted(_text(cast("dict[bytes, bytes]", kinds)).items())
         }
+
+    async def metric_index_at(self, run_id: str) -> tuple[dict[str, dict[str, Any]], str]:
+        """The metric index and the live-stream id it is current to, read at one moment: a
+        follower of the stream from that id gets exactly what came after the counts (read
+        apart, a batch applied between them would be in neither)."""
+        if await self.archived(run_id) is not None:  # nothing changes: no moment to share
+            return await self.metric_index(run_id), await self.live_id(run_id)
+        keys = self.keys
+        # Raw commands, as the widget's read: redis-py's cluster transaction hands its reply
+        # parsers a keyword some refuse; the replies are parsed the same.
+        async with self.client.pipeline(transaction=True) as pipe:
+            _ = pipe.execute_command("HGETALL", keys.metric_index(run_id))
+            _ = pipe.execute_command("HGETALL", keys.metric_counts(run_id))
+            _ = pipe.execute_command("XREVRANGE", keys.live(run_id), "+", "-", "COUNT", 1)
+            kinds, counts, newest = await pipe.execute()
+        counted = _text(cast("dict[bytes, bytes]", counts))
+        index = {
+            name: {"kind": kind, "count": int(counted.get(name, 0))}
+            for name, kind in sorted(_text(cast("dict[bytes, bytes]", kinds)).items())
+        }
+        live = cast("list[tuple[bytes, Any]]", newest)
+        return index, live[0][0].decode() if live else "0-0"
 
     async def last_value(self, run_id: str, name: str) -> Value | None:
         """The newest point of a series, reading only its newest chunks."""
@@ -272,37 +289,6 @@ class RecordReader:
             "tags": tags,
             "files": list(files),
         }
-
-
-class ArchivedRecord:
-    """An archived run's record (decoded, shared by every reader in the process) and its key."""
-
-    def __init__(self, key: tuple[str, str, str], record: Record) -> None:
-        self.key = key
-        self.record = record
-
-    def packed_parts(self, name: str) -> list[bytes]:
-        from runstream.archive.archived import packed_parts  # loaded with the record
-
-        return packed_parts(self.key, self.record, name)
-
-    def arrays(self, name: str) -> Arrays | None:
-        from runstream.archive.archived import series_arrays  # loaded with the record
-
-        return series_arrays(self.record.series.get(name, []))
-
-    @staticmethod
-    def values(segments: list[Segment]) -> list[Value]:
-        """The segments' values as ``unpack_values`` gives them (Python floats, ints, bools, strs)."""
-        out: list[Value] = []
-        for s in segments:
-            if isinstance(s.values, list):
-                out.extend(s.values)
-            elif s.kind == b"?":
-                out.extend(map(bool, s.values.tolist()))
-            else:
-                out.extend(s.values.tolist())
-        return out
 
 
 def time_or_none(text: str | None) -> float | None:
