@@ -24,6 +24,7 @@ archived again later with it.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,7 +110,7 @@ class Archiver:
         location = self.location(run_id)
         for name in sorted(objects, key=lambda n: n == MANIFEST):  # the manifest last
             await self.store.put(location + name, objects[name])
-        expected = digest(record)
+        expected = json.loads(objects[MANIFEST])["digest"]  # the record's, as encode() took it
         readback = await load_record(self.store, location)
         if (found := await asyncio.to_thread(digest, readback)) != expected:
             raise ArchiveError(f"run {run_id}: the archive read back has digest {found}, not {expected}")
