@@ -49,7 +49,7 @@ import statistics
 import sys
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -65,7 +65,7 @@ from aiohttp import web
 
 from bench import collector as collector_bench
 from bench.report import Row, replace_section, text
-from bench.server import HOST
+from bench.server import HOST, metric_timing
 from runstream import Experiment, Workspace
 from runstream.archive import archived as archive_caches
 from runstream.archive.archiver import Archived, Archiver
@@ -221,14 +221,7 @@ async def chart_times(workspace: Workspace, run_id: str, points: int, repeats: i
     """The chart query as :func:`bench.server.series_times` measures it, ``repeats`` times on a
     fresh app (its series cache empty, the archive caches cleared), then CACHED times again."""
     server_times: list[float] = []
-
-    @web.middleware
-    async def timing(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
-        start = time.perf_counter()
-        response = await handler(request)
-        if isinstance(response, web.Response) and "/metrics/" in request.path:
-            server_times.append(time.perf_counter() - start)
-        return response
+    timing = metric_timing(server_times)
 
     chart = Chart()
     for _ in range(repeats):

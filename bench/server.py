@@ -184,6 +184,20 @@ def fan_out(
 # ------------------------------------------------------------ downsampled series
 
 
+def metric_timing(times: list[float]) -> Any:
+    """A middleware that adds to ``times`` each metric read's server time (JSON built included)."""
+
+    @web.middleware
+    async def timing(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
+        start = time.perf_counter()
+        response = await handler(request)
+        if isinstance(response, web.Response) and "/metrics/" in request.path:
+            times.append(time.perf_counter() - start)
+        return response
+
+    return timing
+
+
 def series_times(workspace: Workspace, points: int, max_points: int, repeats: int) -> tuple[list[float], list[float]]:
     """(client round trip, server time) in seconds of GET /metrics/loss?max_points= over ``points`` points."""
     run = Experiment(workspace, "bench-series").start_logging()
@@ -194,14 +208,7 @@ def series_times(workspace: Workspace, points: int, max_points: int, repeats: in
         run.log("tiny", float(i))
     run.complete(timeout=120)
     server_times: list[float] = []
-
-    @web.middleware
-    async def timing(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
-        start = time.perf_counter()
-        response = await handler(request)
-        if isinstance(response, web.Response) and "/metrics/" in request.path:
-            server_times.append(time.perf_counter() - start)
-        return response
+    timing = metric_timing(server_times)
 
     async def measure() -> list[float]:
         app = create_app(ServerSettings(workspace=workspace.settings))
