@@ -38,6 +38,10 @@ __all__ = ["EndedStreams", "HasKeys"]
 #: Runs read from the index per request.
 _PAGE = 500
 
+#: Rewrites a key from its own serialization, allocated to fit (DUMP and RESTORE keep a
+#: stream's ids, entries-added and groups).
+_SHRINK = "redis.call('RESTORE', KEYS[1], 0, redis.call('DUMP', KEYS[1]), 'REPLACE') return 1"
+
 
 class HasKeys(Protocol):
     """What names the keys: the collector's applier (whose keys follow the shard count as
@@ -79,9 +83,11 @@ class EndedStreams:
         """Leave ``live`` its newest entry alone, under the same id, holding only the run's
         final status if it carried the last batch's points too (up to LIVE_POINTS a metric:
         tens of kilobytes).  The stream is made anew with that one entry: a trimmed stream
-        keeps the room its entries took, a fresh one of one entry takes a few hundred bytes.
-        A client resuming from that id reads nothing new, one from an older id is told to
-        resync, as after any trim."""
+        keeps the room its entries took.  A fresh one is not small either (Redis 7 gives a
+        new stream node 4 KB ahead), so it is dumped and restored in place, which keeps its
+        ids and counts and sizes the node to its one entry (about 1 KB in all: this is most
+        of an archived run's stub).  A client resuming from that id reads nothing new, one
+        from an older id is told to resync, as after any trim."""
         newest = cast("list[tuple[bytes, dict[bytes, bytes]]]", await self._client.xrevrange(live, count=1))
         if not newest:
             return
@@ -96,6 +102,7 @@ class EndedStreams:
             _ = pipe.xadd(live, kept, id=entry_id)  # type: ignore[arg-type]
             if added is not None:  # what was added before it, as subscribers from the start tell a trim
                 _ = pipe.execute_command("XSETID", live, entry_id, "ENTRIESADDED", int(added), "MAXDELETEDID", entry_id)
+            _ = pipe.eval(_SHRINK, 1, live)
             await pipe.execute()
 
     async def trim(self, now: float) -> int:

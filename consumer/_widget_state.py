@@ -197,13 +197,11 @@ async def read_record(reader: RecordReader, run_id: str, state: RunState) -> str
         live_id = await reader.live_id(run_id)
         lines = [line["line"] for line in await reader.output(run_id, state.lines)]
     else:
-        # Raw commands: redis-py's cluster transaction hands the reply parsers a keyword its
-        # command methods add (keys=...), which some parsers refuse; the replies are parsed the same.
         async with reader.client.pipeline(transaction=True) as pipe:
-            _ = pipe.execute_command("XREVRANGE", keys.live(run_id), "+", "-", "COUNT", 1)
+            _ = pipe.xrevrange(keys.live(run_id), count=1)
             for key in (keys.meta(run_id), keys.tags(run_id), keys.metric_index(run_id), keys.metric_counts(run_id)):
-                _ = pipe.execute_command("HGETALL", key)
-            _ = pipe.execute_command("XREVRANGE", keys.output(run_id), "+", "-", "COUNT", state.lines)
+                _ = pipe.hgetall(key)
+            _ = pipe.xrevrange(keys.output(run_id), count=state.lines)
             live, *hashes, output = await pipe.execute()
         meta, state.tags, kinds, counts = ({k.decode(): v.decode() for k, v in h.items()} for h in hashes)
         live_id = cast("list[tuple[bytes, Any]]", live)[0][0].decode() if live else "0-0"

@@ -139,12 +139,10 @@ class RecordReader:
         if await self.archived(run_id) is not None:  # nothing changes: no moment to share
             return await self.metric_index(run_id), await self.live_id(run_id)
         keys = self.keys
-        # Raw commands, as the widget's read: redis-py's cluster transaction hands its reply
-        # parsers a keyword some refuse; the replies are parsed the same.
         async with self.client.pipeline(transaction=True) as pipe:
-            _ = pipe.execute_command("HGETALL", keys.metric_index(run_id))
-            _ = pipe.execute_command("HGETALL", keys.metric_counts(run_id))
-            _ = pipe.execute_command("XREVRANGE", keys.live(run_id), "+", "-", "COUNT", 1)
+            _ = pipe.hgetall(keys.metric_index(run_id))
+            _ = pipe.hgetall(keys.metric_counts(run_id))
+            _ = pipe.xrevrange(keys.live(run_id), count=1)
             kinds, counts, newest = await pipe.execute()
         counted = _text(cast("dict[bytes, bytes]", counts))
         index = {

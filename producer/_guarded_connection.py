@@ -12,12 +12,19 @@ reconnects, and every loop that rides out a lost connection rides this one out t
 :func:`guard_cluster` puts these classes in place of redis-py's on a cluster client
 not yet initialized: on the nodes it already made and in the options it makes the
 others with (``RedisCluster`` takes no connection class of its own).
+
+It also mends the cluster client's transactions (``pipeline(transaction=True)``, 8.1 at
+least): they hand each reply's parser the options of its command, ``keys=`` among them,
+which every other path drops first; parsers without ``**options`` (HGETALL's, SMEMBERS',
+XRANGE's...) then raise TypeError on a reply Redis gave, after the transaction ran.  The
+client's parsers are wrapped to drop ``keys`` as the other paths do.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from redis.asyncio.client import ResponseCallbackT
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection, SSLConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -63,8 +70,19 @@ class GuardedSSLConnection(_ClosedUnderUs, SSLConnection):
     """A TLS connection to a cluster node (``rediss://``)."""
 
 
+def _keys_dropped(parse: ResponseCallbackT) -> ResponseCallbackT:
+    def parse_reply(response: Any, **options: Any) -> Any:
+        options.pop("keys", None)  # a routing hint, not a parsing option
+        return parse(response, **options)
+
+    return parse_reply
+
+
 def guard_cluster(client: RedisCluster) -> RedisCluster:
-    """``client`` (not initialized yet) with its node connections guarded; returns it."""
+    """``client`` (not initialized yet) with its node connections guarded and its replies'
+    parsers mended for transactions (see the module's docstring); returns it."""
+    for command, parse in list(client.response_callbacks.items()):
+        client.set_response_callback(command, _keys_dropped(parse))
     options = client.nodes_manager.connection_kwargs
     tls = issubclass(options.get("connection_class", Connection), SSLConnection)
     guarded = GuardedSSLConnection if tls else GuardedConnection

@@ -64,12 +64,14 @@ class TestTrimmedAfterTheEnd:
         updates = list(Run(experiment, ended.id).subscribe(start="beginning"))
         metrics = ended.get_metrics()
         running_entries = client.xlen(keys.live(running.id))
+        kept_bytes = cast("int", client.memory_usage(keys.live(ended.id), samples=0))
         running.complete()
 
         final = newest_event(client, keys, ended.id)
         assert isinstance(final, StatusChanged)
         assert "Completed" == final.status
         assert client.zscore(keys.ended_runs(), ended.id) is None
+        assert kept_bytes < 2_000  # sized to its one entry, not a stream node's 4 KB ahead
         assert [float(i) for i in range(STEPS)] == metrics["loss"]
         assert running_entries >= STEPS  # a running run's stream is left whole
         assert isinstance(updates[0], Resynced)  # from the beginning: told to read the record
