@@ -7,9 +7,9 @@ first use into a venv of their own, bench/.peers-venv: not project dependencies)
 Prints a table of medians with min-max and ratios, writes the raw figures as JSON
 (bench/results/suite.json) and the table as markdown (bench/RESULTS.md, which the
 README links).  A row whose target is missed is marked, and a profile of what it
-measures shows where the time goes (:mod:`bench.profiles`).  Full: about 13 minutes on
+measures shows where the time goes (:mod:`bench.profiles`).  Full: about 17 minutes on
 2 cores (the peers' venv installed; the training loop, section 8, is 8 of them; the archive,
-section 9, one); ``--quick``: about 5.
+section 9, under 2; the search over 10,000 runs, section 10, about 2); ``--quick``: about 6.
 """
 
 from __future__ import annotations

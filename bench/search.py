@@ -1,4 +1,4 @@
-"""``python -m bench.search [--quick] [--json PATH]``: a metric filter over 10,000 runs, archived and live.
+"""``python -m bench.search [--quick] [--runs N] [--json PATH] [--write]``: a metric filter over 10,000 runs.
 
 Starts a private redis-server and a collector in this process; logs 10,000 runs (2,000
 with ``--quick``) of a sweep through the real producer: each a learning rate and a
@@ -13,7 +13,9 @@ archives every other run with the lifecycle directly).  Then measures, side by s
 - the floor: reading the summaries hash alone (HGETALL), and filtering the decoded
   summaries in Python with the same clauses.
 
-Prints medians (min-max) and ratios.
+Prints medians (min-max) and ratios.  ``python -m bench`` runs it as its section 10;
+``--write`` puts this run's section into bench/RESULTS.md.  Full: about 2 minutes on 2
+cores (most of it archiving 4,950 runs one by one); ``--quick``: about 20 s.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import asyncio
 import functools
 import json
 import statistics
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -33,6 +36,7 @@ import msgpack
 import redis
 import structlog
 
+from bench.report import Row, replace_section, text
 from runstream import Experiment, Run, Workspace
 from runstream.archive.lifecycle import Lifecycle
 from runstream.archive.store import open_store
@@ -50,6 +54,8 @@ FILTER: Final = "metrics.loss < 0.1 and tags.model = 'cnn'"
 OTHERS: Final = ("min(metrics.loss) < 0.05 and params.lr >= 0.001", None)
 LIVE: Final = 100
 REPEATS: Final = 7
+TARGET_MS: Final = 200.0
+SECTION: Final = "10. search: a metric filter over the runs of an experiment, archived and live mixed"
 
 
 def _log_sweep(experiment: Experiment, runs: int) -> list[str]:
@@ -96,10 +102,6 @@ async def _timed(repeats: int, work: Callable[[], Awaitable[object]]) -> list[fl
     return times
 
 
-def _figure(times: list[float]) -> str:
-    return f"{statistics.median(times):8.1f} ms ({min(times):.1f}-{max(times):.1f})"
-
-
 async def _measure(workspace: Workspace, experiment: Experiment, ended: list[str]) -> dict[str, Any]:
     async with connect(workspace.settings.redis_url) as client:
         reader = RecordReader(client, workspace.keys)
@@ -143,14 +145,8 @@ async def _measure(workspace: Workspace, experiment: Experiment, ended: list[str
     }
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m bench.search", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="2,000 runs instead of 10,000")
-    parser.add_argument("--runs", type=int, help="this many runs (instead of 10,000)")
-    parser.add_argument("--json", type=Path, help="write the figures here")
-    args = parser.parse_args(argv)
-    runs = args.runs or (2_000 if args.quick else 10_000)
-    configure_logging(json=True, level="warning")
+def measure(runs: int) -> dict[str, Any]:
+    """The sweep of ``runs`` runs logged, applied, half the ended ones archived; the searches timed."""
     with TemporaryDirectory(prefix="rs-bench-search-") as folder, RedisServer() as server:
         workspace = Workspace(redis_url=server.url, workspace="bench", data_dir=Path(folder) / "data")
         experiment = Experiment(workspace, "sweep")
@@ -168,25 +164,77 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             get_logger().flush()
         finally:
             collector.stop()
-    figures |= {"runs": runs, "live": LIVE, "logging_s": logging}
-    warm = statistics.median(figures["warm_ms"])
-    lines = [
-        f"{runs:,} runs ({figures['archived']:,} archived, {LIVE} live, the rest ended in Redis);"
-        f" {figures['matches']:,} match {FILTER!r}",
-        f"first search (every ended run summed up, kept) {_figure(figures['first_ms'])}",
-        f"search                                        {_figure(figures['warm_ms'])}   target < 200 ms:"
-        f" {'met' if warm < 200 else 'MISSED'}",
-        *(f"  {text:<44}{_figure(times)}" for text, times in figures["others_ms"].items()),
-        f"floor: HGETALL of the summaries              {_figure(figures['hgetall_ms'])}"
-        f"   search / floor {warm / statistics.median(figures['hgetall_ms']):.1f}x",
-        f"floor: the filter over decoded summaries     {_figure(figures['python_filter_ms'])}",
-        f"(set-up: logging {logging:.0f} s, archiving {figures['archiving_s']:.1f} s)",
+    return figures | {"runs": runs, "live": LIVE, "logging_s": logging}
+
+
+def rows_of(figures: dict[str, Any]) -> list[Row]:
+    """The section's rows: the first search, later ones against their floors, the other filters."""
+    runs, archived = figures["runs"], figures["archived"]
+    floors = {
+        "HGETALL of the summaries alone": figures["hgetall_ms"],
+        "the filter over decoded summaries alone": figures["python_filter_ms"],
+    }
+    warm = figures["warm_ms"]
+    return [
+        Row(
+            SECTION,
+            f"{runs:,} runs: the first search (every ended run summed up from its record, and kept)",
+            "ms",
+            figures["first_ms"],
+        ),
+        Row(
+            SECTION,
+            f"{runs:,} runs: exp.search({FILTER!r})",
+            "ms",
+            warm,
+            floors,
+            target=f"< {TARGET_MS:g}",
+            met=statistics.median(warm) < TARGET_MS,
+        ),
+        *(Row(SECTION, f"{runs:,} runs: {text}", "ms", times, floors) for text, times in figures["others_ms"].items()),
+        Row(
+            SECTION,
+            f"{runs:,} runs: runs matching {FILTER!r}",
+            "runs",
+            [figures["matches"]],
+            note=(
+                f"{runs:,} runs of a sweep ({archived:,} archived, {LIVE} live, the rest ended in Redis);"
+                f" a live run is summed up afresh at each search (most of a search's time), an ended one's"
+                f" summary read; set-up: logging {figures['logging_s']:.0f} s,"
+                f" archiving {figures['archiving_s']:.1f} s"
+            ),
+        ),
     ]
-    print("\n".join(lines))
+
+
+def search_rows(quick: bool, say: Callable[[str], None]) -> list[Row]:
+    """The section, as ``python -m bench`` runs it: 10,000 runs (``quick``: 2,000)."""
+    runs = 2_000 if quick else 10_000
+    say(f"search: logging a sweep of {runs:,} runs")
+    return rows_of(measure(runs))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.search", description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2,000 runs instead of 10,000")
+    parser.add_argument("--runs", type=int, help="this many runs (instead of 10,000)")
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--write", type=Path, nargs="?", const=Path("bench/RESULTS.md"), help="update this section")
+    args = parser.parse_args(argv)
+    runs = args.runs or (2_000 if args.quick else 10_000)
+    configure_logging(json=True, level="error")  # the figures are the output
+    started = time.perf_counter()
+    figures = measure(runs)
+    rows = rows_of(figures)
+    command = " ".join(["python -m bench.search", *(sys.argv[1:] if argv is None else argv)])
+    rows[-1].note += f". Measured {time.strftime('%Y-%m-%d')} by `{command}`, in {time.perf_counter() - started:.0f} s."
+    print(text(rows))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
-    return figures
+    if args.write:
+        args.write.write_text(replace_section(args.write.read_text(), rows))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -23,7 +23,14 @@ from runstream.consumer.replies import json_reply, require_run
 from runstream.consumer.search import search_runs
 from runstream.consumer.search_filter import FilterError
 from runstream.consumer.state import READER, SERIES_CACHE, SETTINGS
-from runstream.consumer.storage_api import archive_experiment, archive_run, delete_experiment, delete_run, restore_run
+from runstream.consumer.storage_api import (
+    archive_experiment,
+    archive_run,
+    delete_experiment,
+    delete_run,
+    restore_run,
+    run_storage,
+)
 from runstream.consumer.uploads import upload_file
 from runstream.errors import RunstreamError
 from runstream.events import TERMINAL_STATUSES
@@ -281,6 +288,7 @@ ROUTES: tuple[Route, ...] = (
     Route("PUT", "/api/v1/runs/{run_id}/files/{name:.+}", upload_file, "Upload a file (remote producers)"),
     Route("GET", "/api/v1/runs/{run_id}/output", run_output, "The newest output lines", ("limit",)),
     Route("POST", "/api/v1/runs/{run_id}/cancel", cancel_run, "Cancel a run"),
+    Route("GET", "/api/v1/runs/{run_id}/storage", run_storage, "Where a run's record is: Redis or the archive"),
     Route("DELETE", "/api/v1/runs/{run_id}", delete_run, "Delete an ended run: record, archive, files, children"),
     Route("POST", "/api/v1/runs/{run_id}/archive", archive_run, "Archive an ended run now"),
     Route("POST", "/api/v1/runs/{run_id}/restore", restore_run, "Put an archived run's record back into Redis"),

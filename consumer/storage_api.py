@@ -8,6 +8,8 @@ first.
 
 from __future__ import annotations
 
+from typing import cast
+
 import structlog
 from aiohttp import web
 
@@ -17,7 +19,7 @@ from runstream.archive.store import open_store
 from runstream.consumer.replies import json_reply, require_run
 from runstream.consumer.state import READER, SETTINGS, STORE
 
-__all__ = ["archive_experiment", "archive_run", "delete_experiment", "delete_run", "restore_run"]
+__all__ = ["archive_experiment", "archive_run", "delete_experiment", "delete_run", "restore_run", "run_storage"]
 
 _log = structlog.get_logger("runstream.server")
 
@@ -33,6 +35,23 @@ async def _require_experiment(request: web.Request) -> str:
     if name not in await request.app[READER].experiments():
         raise web.HTTPNotFound(reason=f"no experiment {name!r}")
     return name
+
+
+async def run_storage(request: web.Request) -> web.Response:
+    """Where the run's record is: Redis, or the archive (since when).  Apart from the run's
+    details, which read the same either way (what the page's Archive / Restore offers)."""
+    reader, run_id = request.app[READER], request.match_info["run_id"]
+    await require_run(reader, run_id)
+    store, archived_at = cast(
+        "list[bytes | None]", await reader.client.hmget(reader.keys.meta(run_id), ["archive", "archived_at"])
+    )
+    return json_reply(
+        {
+            "id": run_id,
+            "archived": store is not None,
+            "archived_at": float(archived_at) if archived_at else None,
+        }
+    )
 
 
 async def delete_run(request: web.Request) -> web.Response:

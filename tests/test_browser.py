@@ -8,6 +8,7 @@ browser opens the pages while the run logs and reads what a person would see.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import struct
 import threading
@@ -17,8 +18,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
+from urllib.parse import urlsplit
 
 import pytest
+import redis
 from aiohttp import web
 from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, sync_playwright
 
@@ -481,4 +484,65 @@ class TestPagePolicy:
         saved = Path(download.value.path()).read_bytes()
 
         assert saved.startswith(b"\x89PNG")
+        assert [] == errors, "\n".join(errors)
+
+
+class TestStorageActions:
+    """An ended run's page archives it, restores it and deletes it; the experiment's page archives its
+    ended runs and deletes it: through the token-guarded REST API."""
+
+    def test_archive_restore_delete(
+        self,
+        workspace: Workspace,
+        start_collector: Callable[..., CollectorThread],
+        experiment: Experiment,
+        page: Page,
+        errors: list[str],
+        tmp_path: Path,
+    ) -> None:
+        start_collector(workspace, archive_after=None)
+        run = experiment.start_logging(display_name="kept, then not")
+        for step in range(50):
+            run.log("loss", 1 / (1 + step))
+        run.complete()
+        other = experiment.start_logging(display_name="archived with its experiment")
+        other.log("loss", 0.5)
+        other.complete()
+        meta = workspace.keys.meta(run.id)
+        settings = ServerSettings(workspace=workspace.settings, tokens=frozenset({"s3cret"}))
+
+        with ServerThread(settings) as server, redis.Redis.from_url(workspace.settings.redis_url) as client:
+            refused = page.request.delete(f"{server.url}/api/v1/runs/{run.id}").status
+            page.goto(f"{server.url}/runs/{run.id}?token=s3cret")
+            page.click("[data-action=archive]")
+            page.wait_for_selector("[data-storage=archive]")
+            archived = client.hexists(meta, "archive")
+            page.reload()  # drawn from the archive now
+            wait_for(page, f"({POINTS})('loss') === 50")
+            page.screenshot(path=tmp_path / "archived-run.png", full_page=True)
+            page.click("[data-action=restore]")
+            page.wait_for_selector("[data-storage=redis]")
+            restored = not client.hexists(meta, "archive")
+            page.click("[data-action=delete-ask]")
+            page.click("[data-action=delete-cancel]")
+            asked_and_kept = Run(experiment, run.id).get_status()
+            page.click("[data-action=delete-ask]")
+            page.click("[data-action=delete]")
+            page.wait_for_url(f"{server.url}/experiments/**")
+            gone = page.request.get(f"{server.url}/api/v1/runs/{run.id}?token=s3cret").status
+            page.click("[data-action=archive]")
+            page.wait_for_selector("[data-said]:has-text('1 runs archived')")
+            other_archived = client.hexists(workspace.keys.meta(other.id), "archive")
+            page.click("[data-action=delete-ask]")
+            page.click("[data-action=delete]")
+            page.wait_for_url(lambda url: urlsplit(url).path == "/")  # the experiments' list
+            experiments = page.request.get(f"{server.url}/api/v1/experiments?token=s3cret").json()
+
+        assert 401 == refused
+        assert archived
+        assert restored
+        assert "Completed" == asked_and_kept
+        assert 404 == gone
+        assert other_archived
+        assert experiment.name not in json.dumps(experiments)
         assert [] == errors, "\n".join(errors)

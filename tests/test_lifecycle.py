@@ -274,9 +274,11 @@ class TestRestApi:
         running = experiment.start_logging()
         await asyncio.to_thread(running.get_status)
 
+        in_redis = await (await secured.get(f"/api/v1/runs/{run.id}/storage", headers=bearer)).json()
         archived = await secured.post(f"/api/v1/runs/{run.id}/archive", headers=bearer)
         archived_body = await archived.json()
         stub = run_keys(client, experiment.workspace, run.id)
+        in_archive = await (await secured.get(f"/api/v1/runs/{run.id}/storage", headers=bearer)).json()
         restored = await secured.post(f"/api/v1/runs/{run.id}/restore", headers=bearer)
         refused = await secured.delete(f"/api/v1/runs/{running.id}", headers=bearer)
         unknown = await secured.delete(f"/api/v1/experiments/{experiment.name}-none", headers=bearer)
@@ -286,6 +288,8 @@ class TestRestApi:
 
         assert (200, True) == (archived.status, archived_body["archived"])
         assert STUB == stub
+        assert {"id": run.id, "archived": False, "archived_at": None} == in_redis
+        assert (True, float) == (in_archive["archived"], type(in_archive["archived_at"]))
         assert (200, True) == (restored.status, (await restored.json())["restored"])
         assert 409 == refused.status
         assert (404, 400) == (unknown.status, bad.status)
@@ -300,6 +304,7 @@ class TestRestApi:
         assert "delete" in document["paths"]["/api/v1/runs/{run_id}"]
         assert "delete" in document["paths"]["/api/v1/experiments/{experiment}"]
         assert "post" in document["paths"]["/api/v1/runs/{run_id}/restore"]
+        assert "get" in document["paths"]["/api/v1/runs/{run_id}/storage"]
 
 
 class TestCli:

@@ -26,11 +26,12 @@ export class ApiError extends Error {
   }
 }
 
-/** GET a JSON document of the API (with the bearer token when the page has one). */
-export async function api(path) {
+/** A JSON document of the API (with the bearer token when the page has one): GET, or the
+ * `method` of a request that changes something (POST, DELETE), whose JSON reply it is. */
+export async function api(path, method = "GET") {
   const headers = { Accept: "application/json" };
   if (token) headers.Authorization = `Bearer ${token}`;
-  const response = await fetch(path, { headers });
+  const response = await fetch(path, { method, headers });
   if (!response.ok) {
     let message = response.statusText;
     try {

@@ -1,9 +1,10 @@
 // The runs of one experiment: status, start, duration, tags and last metric values,
-// with checkboxes to pick runs for the compare view.
+// with checkboxes to pick runs for the compare view; archive or delete the experiment.
 import {
   api, el, experimentPage, formatDuration, formatTime, formatValue, header, pathParam, runDuration, runPage,
   showError, statusBadge, tagChips, withToken,
 } from "./common.js";
+import { renderExperimentActions } from "./storage_actions.js";
 
 const experiment = pathParam("/experiments/");
 const selected = new Set();
@@ -66,6 +67,7 @@ function main() {
   header([experiment, experimentPage(experiment)]);
   document.title = `runstream: ${experiment}`;
   document.getElementById("title").textContent = experiment;
+  renderExperimentActions(document.getElementById("actions"), experiment, () => load().catch(showError));
   const form = document.getElementById("filters");
   form.addEventListener("submit", (event) => {
     event.preventDefault();

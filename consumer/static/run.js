@@ -10,6 +10,7 @@ import {
   runApi, runDuration, runPage, setStatus, showError, tagChips,
 } from "./common.js";
 import { closeStream, followRun, readingRecord } from "./run_stream.js";
+import { renderRunActions } from "./storage_actions.js";
 
 const runId = pathParam("/runs/");
 const base = runApi(runId);
@@ -52,6 +53,7 @@ function renderSummary() {
   replace($("facts"), keyValueTable(facts.filter(([, value]) => value !== "")));
   $("run-error").hidden = !run.error;
   $("run-error").textContent = run.error ?? "";
+  renderRunActions($("actions"), run);
 }
 
 function renderProperties() {
