@@ -12,8 +12,10 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
+
 from runstream.consumer.reader import RecordReader
-from runstream.consumer.search_filter import SortKey, parse_filter, parse_order_by
+from runstream.consumer.search_filter import SortKey, matcher, parse_filter, parse_order_by
 from runstream.consumer.summaries import summaries
 
 __all__ = ["Found", "search_runs"]
@@ -25,6 +27,12 @@ class Found:
 
     total: int
     runs: list[dict[str, Any]]
+
+
+def _own(summary: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a summary (what summaries are made of packs: a copy quicker than deepcopy's)."""
+    copied: dict[str, Any] = msgpack.unpackb(msgpack.packb(summary, use_bin_type=True), raw=False)
+    return copied
 
 
 def _sort(runs: list[dict[str, Any]], keys: list[SortKey]) -> list[dict[str, Any]]:
@@ -62,9 +70,11 @@ async def search_runs(
     clauses, keys = parse_filter(filter), parse_order_by(order_by)
     names = [experiment] if experiment else await reader.experiments()
     run_ids = [run_id for name in names for run_id in await reader.runs(name)]
-    matching = [s for s in await summaries(reader, run_ids) if all(c.holds(s) for c in clauses)]
+    matches = matcher(clauses)
+    matching = [s for s in await summaries(reader, run_ids) if matches(s)]
     if not keys:
         matching.sort(key=lambda s: s.get("created") or 0.0, reverse=True)
     matching = _sort(matching, keys)
     end = None if limit is None else offset + limit
-    return Found(len(matching), matching[offset:end])
+    # The summaries are this process' shared copies: the caller gets its own.
+    return Found(len(matching), [_own(s) for s in matching[offset:end]])

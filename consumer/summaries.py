@@ -2,16 +2,23 @@
 
 An ended run's summary never changes, so it is made once (from its record, in Redis
 or in the archive alike) and kept in the workspace's summaries hash
-(``keys.summaries()``); a run still going is summed up afresh at each search.  Runs
+(``keys.summaries()``); a run still going is summed up again whenever it changed.  Runs
 whose records are in Redis are summed up a few hundred at a time, in two round trips
 (their hashes, then their series), whatever their number.  A
 restore or a delete drops the kept one (:mod:`runstream.archive.lifecycle`).
+
+A search over 10,000 runs reads them all, so this process keeps what it decoded: a kept
+summary's dict by its packed bytes (the same bytes read again: no decoding), and a
+running run's summary by its version, its applied seqs and status, which whatever changes
+a summary moves (a batch applied, or the collector ending a run itself).  The summaries
+returned are those shared dicts: read them, never change them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Final, cast
 
@@ -28,7 +35,23 @@ __all__ = ["summaries", "summarize"]
 _CHUNK: Final = 500
 #: Kept summaries asked for in one HMGET (several go in one pipeline).
 _HMGET_CHUNK: Final = 2000
+#: Summaries this process keeps decoded, of each kind (about 1-2 KB each).
+_KEEP: Final = 20_000
 Arrays = tuple[Any, Any, str]
+#: What a running run's summary was made from: its applied seqs and its status.
+Version = tuple[tuple[bytes, bytes], ...]
+
+#: Kept summaries decoded, by workspace and run: (the packed bytes, the summary).
+_decoded: OrderedDict[tuple[str, str], tuple[bytes, dict[str, Any]]] = OrderedDict()
+#: Summaries of runs still going, by their meta key: (their version then, the summary).
+_running: OrderedDict[str, tuple[Version, dict[str, Any]]] = OrderedDict()
+
+
+def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > _KEEP:
+        cache.popitem(last=False)
 
 
 def _finite(value: float) -> float | None:
@@ -108,24 +131,83 @@ async def summaries(reader: RecordReader, run_ids: Sequence[str]) -> list[dict[s
     read, the others made (and kept, for ended runs)."""
     key = reader.keys.summaries()
     found: dict[str, dict[str, Any]] = {}
+    for run_id, raw in (await _kept(reader, key, run_ids)).items():
+        found[run_id] = _decode(key, run_id, raw)
+    missing = [run_id for run_id in run_ids if run_id not in found]
+    for start in range(0, len(missing), _CHUNK):
+        found |= await _not_kept(reader, missing[start : start + _CHUNK])
+    return [found[run_id] for run_id in run_ids if run_id in found]
+
+
+async def _kept(reader: RecordReader, key: str, run_ids: Sequence[str]) -> dict[str, bytes]:
+    """The kept summaries of ``run_ids``, packed.  When they are most of the workspace's,
+    the whole hash is read: asking for 10,000 runs by name costs more (the request's
+    encoding) than reading a few thousand more."""
+    client = reader.client
+    if len(run_ids) >= 1000 and 2 * len(run_ids) >= await client.hlen(key):
+        every = cast("dict[bytes, bytes]", await client.hgetall(key))
+        return {run_id: raw for run_id in run_ids if (raw := every.get(run_id.encode())) is not None}
     chunks = [list(run_ids[start : start + _HMGET_CHUNK]) for start in range(0, len(run_ids), _HMGET_CHUNK)]
-    async with reader.client.pipeline(transaction=False) as pipe:  # one round trip for them all
+    async with client.pipeline(transaction=False) as pipe:  # one round trip for them all
         for chunk in chunks:
             _ = pipe.hmget(key, chunk)
         replies = await pipe.execute()
-    for chunk, raws in zip(chunks, replies, strict=True):
-        for run_id, raw in zip(chunk, cast("list[bytes | None]", raws), strict=True):
-            if raw is not None:
-                found[run_id] = msgpack.unpackb(raw, raw=False)
-    missing = [run_id for run_id in run_ids if run_id not in found]
+    return {
+        run_id: raw
+        for chunk, raws in zip(chunks, replies, strict=True)
+        for run_id, raw in zip(chunk, cast("list[bytes | None]", raws), strict=True)
+        if raw is not None
+    }
+
+
+async def _not_kept(reader: RecordReader, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The summaries of runs without a kept one: a running run's as this process made it
+    if the run has not changed since, else made (and kept, for a run that has ended)."""
+    versions = await _versions(reader, run_ids)
+    found: dict[str, dict[str, Any]] = {}
+    changed = []
+    for run_id in run_ids:
+        version, seen = versions[run_id], _running.get(reader.keys.meta(run_id))
+        if version is not None and seen is not None and seen[0] == version:
+            found[run_id] = seen[1]
+        else:
+            changed.append(run_id)
     kept: dict[str, bytes] = {}
-    for start in range(0, len(missing), _CHUNK):
-        for run_id, made in (await _summarize_in_redis(reader, missing[start : start + _CHUNK])).items():
-            if made is None:
-                continue
-            found[run_id] = made
-            if made["status"] in TERMINAL_STATUSES:
-                kept[run_id] = msgpack.packb(made, use_bin_type=True)
+    for run_id, made in (await _summarize_in_redis(reader, changed) if changed else {}).items():
+        if made is None:
+            continue
+        found[run_id] = made
+        if made["status"] in TERMINAL_STATUSES:
+            kept[run_id] = msgpack.packb(made, use_bin_type=True)
+        elif (version := versions[run_id]) is not None:
+            _remember(_running, reader.keys.meta(run_id), (version, made))
     if kept:
-        await reader.client.hset(key, mapping=kept)  # type: ignore[arg-type]
-    return [found[run_id] for run_id in run_ids if run_id in found]
+        await reader.client.hset(reader.keys.summaries(), mapping=kept)  # type: ignore[arg-type]
+    return found
+
+
+def _decode(key: str, run_id: str, raw: bytes) -> dict[str, Any]:
+    """The kept summary ``raw``, decoded once for as long as it stays the same bytes."""
+    seen = _decoded.get((key, run_id))
+    if seen is not None and seen[0] == raw:
+        return seen[1]
+    made: dict[str, Any] = msgpack.unpackb(raw, raw=False)
+    _remember(_decoded, (key, run_id), (raw, made))
+    return made
+
+
+async def _versions(reader: RecordReader, run_ids: list[str]) -> dict[str, Version | None]:
+    """Each run's version (None for a run that is not plainly running in Redis: archived,
+    deleted, gone), read before its record so that a summary is never older than its version."""
+    keys = reader.keys
+    async with reader.client.pipeline(transaction=False) as pipe:
+        for run_id in run_ids:
+            _ = pipe.hmget(keys.meta(run_id), ["status", "archive", "deleted"])
+            _ = pipe.hgetall(keys.applied(run_id))
+        replies = await pipe.execute()
+    versions: dict[str, Version | None] = {}
+    for n, run_id in enumerate(run_ids):
+        (status, archive, deleted), seqs = replies[2 * n], cast("dict[bytes, bytes]", replies[2 * n + 1])
+        plain = status is not None and archive is None and deleted is None
+        versions[run_id] = ((b"", status), *sorted(seqs.items())) if plain else None
+    return versions

@@ -159,6 +159,23 @@ class TestAnswers:
 
         assert {run.id for name, run in sweep.items() if name != "running"} == kept
 
+    def test_a_running_run_is_found_as_it_is_now(self, experiment: Experiment, sweep: dict[str, Run]) -> None:
+        running = sweep["running"]
+        cnn = names(experiment.get_runs(filter="metrics.loss < 0.1 and tags.model = 'cnn'"), sweep)
+        running.log("loss", 0.5)
+        running.tag("model", "transformer")
+        running.flush()
+        wait_until(lambda: [0.01, 0.5] == running.get_metrics()["loss"], 30, "the second point applied")
+        wait_until(lambda: "transformer" == running.get_tags()["model"], 30, "the tag applied")
+        changed = names(experiment.get_runs(filter="metrics.loss >= 0.5 and tags.model = 'transformer'"), sweep)
+        running.complete()
+        completed = "attributes.status = 'Completed' and tags.model = 'transformer'"
+        ended = names(experiment.get_runs(filter=completed), sweep)
+
+        assert "running" in cnn
+        assert ["running"] == changed
+        assert "running" in ended
+
     def test_frames(self, experiment: Experiment, sweep: dict[str, Run]) -> None:
         frame = experiment.get_runs_frame(filter="tags.model = 'cnn'", order_by="metrics.loss")
         points = sweep["sweep-1"].get_metrics_frame("loss")
