@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import cast
 
-from runstream.connection import RedisClient
+from runstream.connection import RedisClient, text_hash
 from runstream.keys import Keys
 
 __all__ = ["OutputEntry", "RunSnapshot", "read_snapshot", "record_keys"]
@@ -44,13 +44,9 @@ class RunSnapshot:
     output: list[OutputEntry] = field(default_factory=list)
 
 
-def _text(raw: Any) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in cast("dict[bytes, bytes]", raw).items()}
-
-
 async def read_snapshot(client: RedisClient, keys: Keys, run_id: str) -> RunSnapshot | None:
     """The run's record as it is now; None if it has none."""
-    names = sorted(_text(await client.hgetall(keys.metric_index(run_id))))
+    names = sorted(text_hash(await client.hgetall(keys.metric_index(run_id))))
     async with client.pipeline(transaction=True) as pipe:
         _ = pipe.hgetall(keys.meta(run_id))
         _ = pipe.hgetall(keys.tags(run_id))
@@ -71,14 +67,14 @@ async def read_snapshot(client: RedisClient, keys: Keys, run_id: str) -> RunSnap
         return None
     snapshot = RunSnapshot(
         run_id,
-        _text(meta),
-        tags=_text(tags),
-        properties=_text(props),
-        kinds=_text(kinds),
-        counts=_text(counts),
+        text_hash(meta),
+        tags=text_hash(tags),
+        properties=text_hash(props),
+        kinds=text_hash(kinds),
+        counts=text_hash(counts),
         files={k.decode(): v for k, v in cast("dict[bytes, bytes]", files).items()},
         children=sorted(m.decode() for m in cast("set[bytes]", children)),
-        applied=_text(applied),
+        applied=text_hash(applied),
         output=[
             (entry_id.decode(), f[b"s"].decode(), f[b"l"], f[b"t"].decode())
             for entry_id, f in cast("list[tuple[bytes, dict[bytes, bytes]]]", output)

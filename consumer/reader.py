@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 import msgpack
 
 from runstream.collector.records import Series, unpack_series, unpack_values
-from runstream.connection import RedisClient
+from runstream.connection import RedisClient, text_hash
 from runstream.consumer.archived_record import ArchivedRecord
 from runstream.errors import RunstreamError
 from runstream.events import Value
@@ -39,10 +38,6 @@ __all__ = [
 
 #: One metric as ``get_metrics`` returns it (see the table in DESIGN §2).
 MetricValue = Value | list[Value] | dict[str, list[Value]] | str | list[str]
-
-
-def _text(raw: Mapping[bytes, bytes]) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in raw.items()}
 
 
 #: The meta hash's fields that make it an archived run's stub (runstream.archive.archived).
@@ -80,7 +75,7 @@ class RecordReader:
 
     async def meta(self, run_id: str) -> dict[str, str]:
         """The run's meta hash ({} if there is no run: a deleted run's is a tombstone)."""
-        meta = _text(cast("dict[bytes, bytes]", await self.client.hgetall(self.keys.meta(run_id))))
+        meta = text_hash(cast("dict[bytes, bytes]", await self.client.hgetall(self.keys.meta(run_id))))
         if "deleted" in meta:
             return {}
         for name in _ARCHIVE_FIELDS:
@@ -94,12 +89,12 @@ class RecordReader:
     async def tags(self, run_id: str) -> dict[str, str]:
         if archived := await self.archived(run_id):
             return dict(archived.record.tags)
-        return _text(cast("dict[bytes, bytes]", await self.client.hgetall(self.keys.tags(run_id))))
+        return text_hash(cast("dict[bytes, bytes]", await self.client.hgetall(self.keys.tags(run_id))))
 
     async def properties(self, run_id: str) -> dict[str, str]:
         if archived := await self.archived(run_id):
             return dict(archived.record.properties)
-        return _text(cast("dict[bytes, bytes]", await self.client.hgetall(self.keys.properties(run_id))))
+        return text_hash(cast("dict[bytes, bytes]", await self.client.hgetall(self.keys.properties(run_id))))
 
     async def files(self, run_id: str) -> dict[str, dict[str, Any]]:
         if archived := await self.archived(run_id):
@@ -126,10 +121,10 @@ class RecordReader:
             _ = pipe.hgetall(self.keys.metric_index(run_id))
             _ = pipe.hgetall(self.keys.metric_counts(run_id))
             kinds, counts = await pipe.execute()
-        counted = _text(cast("dict[bytes, bytes]", counts))
+        counted = text_hash(cast("dict[bytes, bytes]", counts))
         return {
             name: {"kind": kind, "count": int(counted.get(name, 0))}
-            for name, kind in sorted(_text(cast("dict[bytes, bytes]", kinds)).items())
+            for name, kind in sorted(text_hash(cast("dict[bytes, bytes]", kinds)).items())
         }
 
     async def metric_index_at(self, run_id: str) -> tuple[dict[str, dict[str, Any]], str]:
@@ -144,10 +139,10 @@ class RecordReader:
             _ = pipe.hgetall(keys.metric_counts(run_id))
             _ = pipe.xrevrange(keys.live(run_id), count=1)
             kinds, counts, newest = await pipe.execute()
-        counted = _text(cast("dict[bytes, bytes]", counts))
+        counted = text_hash(cast("dict[bytes, bytes]", counts))
         index = {
             name: {"kind": kind, "count": int(counted.get(name, 0))}
-            for name, kind in sorted(_text(cast("dict[bytes, bytes]", kinds)).items())
+            for name, kind in sorted(text_hash(cast("dict[bytes, bytes]", kinds)).items())
         }
         live = cast("list[tuple[bytes, Any]]", newest)
         return index, live[0][0].decode() if live else "0-0"
@@ -234,7 +229,7 @@ class RecordReader:
         if archived is not None:
             index = dict(archived.record.kinds)
         else:
-            index = _text(cast("dict[bytes, bytes]", await self.client.hgetall(self.keys.metric_index(run_id))))
+            index = text_hash(cast("dict[bytes, bytes]", await self.client.hgetall(self.keys.metric_index(run_id))))
         if name is not None:
             index = {name: index[name]} if name in index else {}
         names = list(index)

@@ -8,6 +8,8 @@ first.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import cast
 
 import structlog
@@ -28,6 +30,15 @@ def _lifecycle(request: web.Request) -> Lifecycle:
     reader, settings = request.app[READER], request.app[SETTINGS].workspace
     store = open_store(settings.archive_url, settings.data_dir)
     return Lifecycle(reader.client, reader.keys, store, request.app[STORE], _log)
+
+
+@contextmanager
+def _ended_only() -> Iterator[None]:
+    """A run that has not ended, met inside, is the client's conflict: 409, saying which."""
+    try:
+        yield
+    except NotEndedError as exc:
+        raise web.HTTPConflict(reason=str(exc)) from None
 
 
 async def _require_experiment(request: web.Request) -> str:
@@ -57,20 +68,16 @@ async def run_storage(request: web.Request) -> web.Response:
 async def delete_run(request: web.Request) -> web.Response:
     run_id = request.match_info["run_id"]
     await require_run(request.app[READER], run_id)
-    try:
+    with _ended_only():
         deleted = await _lifecycle(request).delete_run(run_id)
-    except NotEndedError as exc:
-        raise web.HTTPConflict(reason=str(exc)) from None
     return json_reply({"deleted": deleted})
 
 
 async def archive_run(request: web.Request) -> web.Response:
     run_id = request.match_info["run_id"]
     await require_run(request.app[READER], run_id)
-    try:
+    with _ended_only():
         result = await _lifecycle(request).archive_run(run_id)
-    except NotEndedError as exc:
-        raise web.HTTPConflict(reason=str(exc)) from None
     return json_reply({"id": run_id, "archived": isinstance(result, Archived) or result == "already"})
 
 
@@ -83,10 +90,8 @@ async def restore_run(request: web.Request) -> web.Response:
 
 async def delete_experiment(request: web.Request) -> web.Response:
     name = await _require_experiment(request)
-    try:
+    with _ended_only():
         deleted = await _lifecycle(request).delete_experiment(name)
-    except NotEndedError as exc:
-        raise web.HTTPConflict(reason=str(exc)) from None
     return json_reply({"experiment": name, "deleted": deleted})
 
 

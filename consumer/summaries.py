@@ -25,6 +25,7 @@ from typing import Any, Final, cast
 import msgpack
 
 from runstream.archive.summary import series_stats, summary
+from runstream.connection import text_hash
 from runstream.consumer.downsample import series_arrays
 from runstream.consumer.reader import RecordReader, unpack_values
 from runstream.events import TERMINAL_STATUSES
@@ -81,10 +82,6 @@ def _stats(arrays: Arrays | None) -> dict[str, Any] | None:
     return None if arrays is None else series_stats(arrays[1])
 
 
-def _text(raw: Any) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in cast("dict[bytes, bytes]", raw).items()}
-
-
 async def _summarize_in_redis(reader: RecordReader, run_ids: list[str]) -> dict[str, dict[str, Any] | None]:
     """The summaries of runs whose records are in Redis, in two round trips for them all
     (an archived run found among them is summed up from its archive)."""
@@ -94,7 +91,7 @@ async def _summarize_in_redis(reader: RecordReader, run_ids: list[str]) -> dict[
             for key in (keys.meta(run_id), keys.tags(run_id), keys.properties(run_id), keys.metric_index(run_id)):
                 _ = pipe.hgetall(key)
         replies = await pipe.execute()
-    records = {run_id: [_text(r) for r in replies[4 * n : 4 * n + 4]] for n, run_id in enumerate(run_ids)}
+    records = {run_id: [text_hash(r) for r in replies[4 * n : 4 * n + 4]] for n, run_id in enumerate(run_ids)}
     wanted = [
         (run_id, name, kind)
         for run_id, (meta, _, _, kinds) in records.items()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Generator
 from types import TracebackType
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, TypeAlias, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -193,6 +193,11 @@ class Connecting:
                 **self._options(),
             )
         )
+
+
+def text_hash(raw: Any) -> dict[str, str]:
+    """A hash as HGETALL answers it (bytes to bytes), as text."""
+    return {k.decode(): v.decode() for k, v in cast("dict[bytes, bytes]", raw).items()}
 
 
 def remember_cluster(url: str, nodes: list[tuple[str, int]]) -> None:
