@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Final
 
 import numpy as np
@@ -23,7 +24,7 @@ import numpy.typing as npt
 
 from runstream.archive.archiver import load_record
 from runstream.archive.columns import Segment, repack
-from runstream.archive.fileset import Record
+from runstream.archive.fileset import Points, Record
 from runstream.archive.store import ArchiveStore, open_store
 
 __all__ = ["ARCHIVE_FIELDS", "cached_record", "packed_parts", "series_arrays"]
@@ -96,7 +97,7 @@ _TYPE_NAMES: Final = {b"d": "float", b"q": "int", b"?": "bool"}
 
 
 def series_arrays(
-    segments: list[Segment],
+    segments: Sequence[Points | Segment],
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], str] | None:
     """A numeric series as the chart route's arrays (steps, values as float64, the values'
     type: as :func:`runstream.consumer.downsample.series_arrays`); None if it holds text."""

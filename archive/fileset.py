@@ -26,12 +26,13 @@ import hashlib
 import io
 import json
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgpack
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pcodec import ChunkConfig, standalone
@@ -85,6 +86,13 @@ class Record:
         if isinstance(self.series, Series):  # counted in the table: nothing decoded
             return self.series.points
         return sum(len(s) for segs in self.series.values() for s in segs)
+
+    def numbers(self, name: str) -> Sequence[Points | Segment]:
+        """The metric's steps and values, segment by segment, as a chart reads them (from an
+        archive's file set, without decoding the times it does not show)."""
+        if isinstance(self.series, Series):
+            return self.series.numbers(name)
+        return self.series.get(name, [])
 
 
 def run_folder(prefix: str, workspace: str, run_id: str) -> str:
@@ -305,15 +313,25 @@ class _Columns:
     times: bytes
 
     def decode(self) -> Segment:
+        numbers = self.numbers()
+        return Segment(self.kind, self.unsigned, numbers.steps, numbers.values, _unpco(self.times, "<f8", self.n))
+
+    def numbers(self) -> Points:
         values: Any
         if self.kind == b"s":
             values = msgpack.unpackb(zlib.decompress(self.values), raw=False)
         else:
             values = _unpco(self.values, "i8" if self.kind == b"?" else DTYPES[self.kind].str, self.n)
             values = values.astype(DTYPES[self.kind]) if self.kind == b"?" else values
-        return Segment(
-            self.kind, self.unsigned, _unpco(self.steps, "<i8", self.n), values, _unpco(self.times, "<f8", self.n)
-        )
+        return Points(self.kind, _unpco(self.steps, "<i8", self.n), values)
+
+
+class Points(NamedTuple):
+    """A segment's steps and values without its times (what a chart reads)."""
+
+    kind: bytes
+    steps: npt.NDArray[np.int64]
+    values: npt.NDArray[np.generic] | list[str]
 
 
 class Series(Mapping[str, list[Segment]]):
@@ -325,6 +343,7 @@ class Series(Mapping[str, list[Segment]]):
     def __init__(self, columns: dict[str, list[_Columns]]) -> None:
         self._columns = columns
         self._decoded: dict[str, list[Segment]] = {}
+        self._numbers: dict[str, list[Points]] = {}
         #: The points of every metric, as the table counts them (nothing decoded).
         self.points = sum(c.n for segments in columns.values() for c in segments)
 
@@ -333,6 +352,17 @@ class Series(Mapping[str, list[Segment]]):
         if segments is None:  # two threads reading it at once both decode it: the same segments
             segments = self._decoded[name] = [c.decode() for c in self._columns[name]]
         return segments
+
+    def numbers(self, name: str) -> Sequence[Points | Segment]:
+        """The metric's steps and values: its segments if decoded already, else decoded
+        without their times (a third of the decoding) and kept."""
+        segments = self._decoded.get(name)
+        if segments is not None:
+            return segments
+        numbers = self._numbers.get(name)
+        if numbers is None:
+            numbers = self._numbers[name] = [c.numbers() for c in self._columns.get(name, [])]
+        return numbers
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._columns)

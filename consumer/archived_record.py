@@ -3,6 +3,7 @@ arrays, its values (the archive extra's, loaded with the record)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from runstream.events import Value
@@ -12,7 +13,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from runstream.archive.columns import Segment
-    from runstream.archive.fileset import Record
+    from runstream.archive.fileset import Points, Record
 
     Arrays = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], str]
 
@@ -34,10 +35,10 @@ class ArchivedRecord:
     def arrays(self, name: str) -> Arrays | None:
         from runstream.archive.archived import series_arrays  # loaded with the record
 
-        return series_arrays(self.record.series.get(name, []))
+        return series_arrays(self.record.numbers(name))
 
     @staticmethod
-    def values(segments: list[Segment]) -> list[Value]:
+    def values(segments: Sequence[Points | Segment]) -> list[Value]:
         """The segments' values as ``unpack_values`` gives them (Python floats, ints, bools, strs)."""
         out: list[Value] = []
         for s in segments:

@@ -150,7 +150,7 @@ class RecordReader:
     async def last_value(self, run_id: str, name: str) -> Value | None:
         """The newest point of a series, reading only its newest chunks."""
         if archived := await self.archived(run_id):
-            values = archived.values(archived.record.series.get(name, [])[-1:])
+            values = archived.values(list(archived.record.numbers(name))[-1:])
             return values[-1] if values else None
         tail = cast("bytes | None", await self.client.get(self.keys.metric_tail(run_id, name)))
         if not tail:
@@ -239,7 +239,7 @@ class RecordReader:
     async def _metric(self, run_id: str, name: str, kind: str, archived: ArchivedRecord | None) -> MetricValue:
         if kind in ("series", "list"):
             if archived is not None:
-                points = archived.values(archived.record.series.get(name, []))
+                points = archived.values(archived.record.numbers(name))
             else:
                 points = unpack_values(await self.packed(run_id, name))
             return points[0] if kind == "series" and len(points) == 1 else points

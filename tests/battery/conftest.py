@@ -369,6 +369,10 @@ class PacedProducer:
     ``flush_every``: flush after that many points (many small entries); None: never (the
     logger batches as it likes, and nothing here waits on Redis).  The longest ``log``
     call is measured: the logger's promise is that it never waits for Redis.
+
+    ``hold_at``: having logged that many points, wait for :meth:`resume` (then go on at
+    ``rate``), so that a test acting on what its readers saw (which may lag seconds on a
+    loaded machine) still has points left to log after it acted.
     """
 
     def __init__(
@@ -380,6 +384,7 @@ class PacedProducer:
         chunk: int = 100,
         flush_every: int | None = None,
         complete_timeout: float = 60.0,
+        hold_at: int | None = None,
     ) -> None:
         self.run = run
         self.points = points
@@ -391,6 +396,8 @@ class PacedProducer:
         self.longest_log = 0.0  # seconds, the longest single log() call
         self.completed_at: float | None = None  # monotonic time complete() returned
         self.error: BaseException | None = None
+        self.hold_at = hold_at
+        self._resumed = threading.Event()
         self._thread = threading.Thread(target=self._main, name="paced-producer", daemon=True)
         self._thread.start()
 
@@ -399,6 +406,9 @@ class PacedProducer:
         try:
             start = time.monotonic()
             for first in range(0, self.points, self.chunk):
+                if self.hold_at is not None and first >= self.hold_at and not self._resumed.is_set():
+                    self._resumed.wait(120)  # the test's signal (it acts, then resumes us)
+                    start = time.monotonic() - first / self.rate  # on at the rate from here, no burst
                 # Pacing (a training loop's rhythm), not synchronisation: nothing waits on state here.
                 ahead = start + first / self.rate - time.monotonic()
                 if ahead > 0:
@@ -414,6 +424,10 @@ class PacedProducer:
             self.completed_at = time.monotonic()
         except BaseException as exc:  # noqa: BLE001  # raised by join() in the test's thread
             self.error = exc
+
+    def resume(self) -> None:
+        """Let a producer held at ``hold_at`` go on (and one not there yet never stop)."""
+        self._resumed.set()
 
     @property
     def logging(self) -> bool:
