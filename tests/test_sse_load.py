@@ -153,8 +153,10 @@ class TestSseLoad:
         await asyncio.to_thread(run.get_status)
         path = f"/api/v1/runs/{run.id}/events?from=0-0"
         connector = aiohttp.TCPConnector(limit=CLIENTS + 10)
-        timeout = aiohttp.ClientTimeout(total=90, sock_read=30)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session, asyncio.timeout(75):
+        # Bounds on a hang, not on speed: 500 clients in this process take over a minute on a
+        # slow 2-core machine.
+        timeout = aiohttp.ClientTimeout(total=240, sock_read=30)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session, asyncio.timeout(200):
             stalled = await stalled_client(base, path)
             clients = [asyncio.create_task(follow(session, base + path)) for _ in range(CLIENTS)]
             await until(lambda: joined(session, base, CLIENTS + 1), "every client on the feed")

@@ -84,7 +84,11 @@ class TestProducerStall:
     ) -> None:
         proxy = fault_proxy(workspace.settings.redis_url)
         producing = through(Workspace.from_settings(workspace.settings.with_changes(max_memory_bytes=16 * 1024)), proxy)
-        start_collector_process(workspace, "c1")
+        collector = start_collector_process(workspace, "c1")
+        # Running before the run ends: complete() waits for the record only while a collector
+        # is alive (on a slow machine a collector process took longer to start than the test
+        # took to log, and the record was read before anything was applied).
+        wait_until(lambda: collector.check_alive() and bool(collector_counters(client, workspace, "c1")), 30)
         run = start_run(producing)
         after_warmup, longest_before = log_for(run, 0.2, 0)
         run.flush(timeout=10)
