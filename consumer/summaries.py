@@ -176,6 +176,7 @@ async def _not_kept(reader: RecordReader, run_ids: list[str]) -> dict[str, dict[
         found[run_id] = made
         if made["status"] in TERMINAL_STATUSES:
             kept[run_id] = msgpack.packb(made, use_bin_type=True)
+            _running.pop(reader.keys.meta(run_id), None)  # read from the kept one from now on
         elif (version := versions[run_id]) is not None:
             _remember(_running, reader.keys.meta(run_id), (version, made))
     if kept:
