@@ -56,7 +56,7 @@ __all__ = ["Flight", "Link"]
 # email parser) to read redis-py's version for CLIENT SETINFO. An import under way in the
 # sender thread when the process forks leaves the child a half-initialized module, and the
 # child's sender then fails with "unknown encoding: idna" or "cannot import name 'Parser'".
-get_lib_version()  # type: ignore[no-untyped-call]  # (redis-py leaves it untyped)
+get_lib_version()  # type: ignore[no-untyped-call,unused-ignore]  # (untyped before redis-py 8.2)
 
 _MOVED: Final = ("MOVED ", "ASK ", "CLUSTERDOWN", "TRYAGAIN")
 
