@@ -4,12 +4,14 @@ An archived run's meta hash (its stub, :mod:`.archiver`) holds ``archive`` (the
 store's URL), ``archive_path`` (the run's folder in it) and ``archive_digest``.
 Any reader opens the store from the URL itself (credentials for S3 from the usual
 ``AWS_*`` variables), so a training script, the CLI and the server need no archive
-settings to read what a collector archived.  Records are decoded once and kept,
-least recently used first out, up to a budget of points: the first read of a metric of
-a million points costs its file set's fetch and check and that metric's decode (some
-tens of ms; the run's other metrics are decoded when they are read), later ones
-nothing.  An archived record never changes (a late batch restores it into Redis
-first, and the next archive has another digest), so the cache needs no invalidation.
+settings to read what a collector archived.  Records are opened once and kept,
+least recently used first out, up to a budget of points: opening one fetches its small
+files (checked against the manifest) and its series file's footer; the first read of a
+metric then fetches that metric's row group alone, by range (:mod:`.series_file`), and
+decodes it (about 10 ms for a million points: the run's other metrics are not fetched),
+later reads nothing.  An archived record never changes (a late batch restores it into
+Redis first, and the next archive has another digest), so the cache needs no
+invalidation; a file set replaced under an open record fails its reads, never mixes.
 """
 
 from __future__ import annotations
@@ -21,11 +23,23 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
+import obstore
+import pyarrow as pa
 
-from runstream.archive.archiver import load_record
 from runstream.archive.columns import Segment, repack
-from runstream.archive.fileset import Points, Record
-from runstream.archive.store import ArchiveStore, open_store
+from runstream.archive.fileset import (
+    MANIFEST,
+    OUTPUT,
+    REST,
+    SERIES,
+    ArchiveError,
+    Record,
+    check,
+    read_manifest,
+    record_of,
+)
+from runstream.archive.series_file import Points, RangedFile, indexed_series, open_series
+from runstream.archive.store import ArchiveStore, NotFoundError, open_store
 
 __all__ = ["ARCHIVE_FIELDS", "cached_record", "packed_parts", "series_arrays"]
 
@@ -61,7 +75,7 @@ async def cached_record(url: str, path: str, digest: str) -> Record:
     future: asyncio.Future[Record] = asyncio.get_running_loop().create_future()
     _loading[key] = future
     try:
-        record = await load_record(_store(url), path)
+        record = await asyncio.to_thread(open_record, _store(url), path)
     except BaseException as exc:
         future.set_exception(exc)
         future.exception()  # retrieved: only the waiters re-raise it
@@ -74,6 +88,30 @@ async def cached_record(url: str, path: str, digest: str) -> Record:
     return record
 
 
+def open_record(store: ArchiveStore, location: str) -> Record:
+    """The record of the file set at ``location``, its series file opened by ranges: its
+    footer read, each metric's row group when the metric is read (the small files read
+    whole and checked against the manifest).  Blocking: call it in a worker thread."""
+
+    def whole(name: str) -> bytes | None:
+        try:
+            return bytes(obstore.get(store.store, location + name).bytes())
+        except (NotFoundError, FileNotFoundError):
+            return None
+
+    if (manifest_file := whole(MANIFEST)) is None:
+        raise ArchiveError(f"no archive at {store.url}/{location}")
+    manifest = read_manifest(manifest_file)
+    rest, output = check(manifest, REST, whole(REST)), check(manifest, OUTPUT, whole(OUTPUT))
+    ranged = RangedFile(store.store, location + SERIES)
+    if ranged.size != manifest["files"][SERIES]["bytes"]:
+        raise ArchiveError(f"{SERIES} does not match the manifest")
+    series = indexed_series(ranged)
+    if series is None:  # an older file set, its series not grouped: read whole, checked
+        series = open_series(pa.BufferReader(check(manifest, SERIES, whole(SERIES))))
+    return record_of(rest, output, series)
+
+
 def _keep(key: tuple[str, str, str], record: Record) -> None:
     _records[key] = record
     total = sum(r.points for r in _records.values())
@@ -84,12 +122,13 @@ def _keep(key: tuple[str, str, str], record: Record) -> None:
             del _packed[packed_key]
 
 
-def packed_parts(key: tuple[str, str, str], record: Record, name: str) -> list[bytes]:
+async def packed_parts(key: tuple[str, str, str], record: Record, name: str) -> list[bytes]:
     """A metric's series in the record's packed form (built once per record)."""
     packed_key = (*key, name)
     parts = _packed.get(packed_key)
     if parts is None:
-        parts = _packed[packed_key] = [chunk for s in record.series.get(name, []) for chunk in repack(s)]
+        segments = await asyncio.to_thread(record.series.get, name, [])
+        parts = _packed[packed_key] = [chunk for s in segments for chunk in repack(s)]
     return parts
 
 

@@ -5,7 +5,9 @@ Under ``<prefix>/<workspace>/runs/<run_id>/`` in the object store:
     series.parquet    one row per segment of each metric (:mod:`.columns`): name,
                       kind, count, first/last step, min/max/last value, and the
                       steps, values and times columns, each compressed by pcodec
-                      (text values: a zlib'd msgpack list)
+                      (text values: a zlib'd msgpack list); a metric's rows in one
+                      row group, every page with its CRC32, so that a reader can
+                      fetch one metric by range (:mod:`.series_file`)
     output.parquet    the output stream's entries: id, stream, lines, time
     record.msgpack.z  the rest of the record (meta, tags, properties, metric kinds
                       and counts, tables' and images' items, files, children, seqs),
@@ -14,7 +16,8 @@ Under ``<prefix>/<workspace>/runs/<run_id>/`` in the object store:
                       record's digest (below)
 
 A file set counts only with its manifest, and only if every file matches it: so a
-crash while writing leaves no archive that a reader would take.  The *digest* is a
+crash while writing leaves no archive that a reader would take (a reader that opens
+the series file by ranges checks its size, then each page it reads by its CRC).  The *digest* is a
 sha256 of the record's content in decoded form (every point's step, value and time,
 and every other field): computed from the Redis record before writing and from the
 files read back after, the two agreeing is what lets the record's keys go.
@@ -26,42 +29,44 @@ import hashlib
 import io
 import json
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 import msgpack
 import numpy as np
-import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pcodec import ChunkConfig, standalone
 
 from runstream.archive.columns import DTYPES, Segment, segments
+from runstream.archive.series_file import GROUPS_KEY, ArchiveError, Points, Series, open_series
 from runstream.archive.snapshot import OutputEntry, RunSnapshot
 
 __all__ = [
     "FORMAT",
     "MANIFEST",
+    "OUTPUT",
+    "REST",
+    "SERIES",
     "ArchiveError",
     "Record",
     "Series",
+    "check",
     "decode",
     "digest",
     "encode",
     "from_snapshot",
     "manifest_of",
+    "read_manifest",
+    "record_of",
     "run_folder",
 ]
 
 FORMAT: Final = 1
 MANIFEST: Final = "manifest.json"
-_SERIES, _OUTPUT, _REST = "series.parquet", "output.parquet", "record.msgpack.z"
+SERIES, OUTPUT, REST = "series.parquet", "output.parquet", "record.msgpack.z"
 _PCO: Final = ChunkConfig()
-
-
-class ArchiveError(Exception):
-    """An archive that is missing, incomplete or does not match its manifest."""
 
 
 @dataclass
@@ -87,11 +92,11 @@ class Record:
             return self.series.points
         return sum(len(s) for segs in self.series.values() for s in segs)
 
-    def numbers(self, name: str) -> Sequence[Points | Segment]:
+    async def numbers(self, name: str) -> Sequence[Points | Segment]:
         """The metric's steps and values, segment by segment, as a chart reads them (from an
-        archive's file set, without decoding the times it does not show)."""
+        archive's file set, read in a worker thread, without the times it does not show)."""
         if isinstance(self.series, Series):
-            return self.series.numbers(name)
+            return await self.series.fetch(name)
         return self.series.get(name, [])
 
 
@@ -154,15 +159,6 @@ def _pco(array: np.ndarray[Any, Any]) -> bytes:
     return bytes(standalone.simple_compress(np.ascontiguousarray(array), _PCO))
 
 
-def _unpco(data: bytes, dtype: str, n: int) -> np.ndarray[Any, Any]:
-    if n == 0:
-        return np.empty(0, dtype)
-    out = standalone.simple_decompress(data)
-    if out is None or len(out) != n:
-        raise ArchiveError(f"a column decoded to {0 if out is None else len(out)} values, not {n}")
-    return np.asarray(out)
-
-
 def _summary(s: Segment) -> tuple[float | None, float | None, float | None]:
     if isinstance(s.values, list) or len(s) == 0:
         return None, None, None
@@ -190,27 +186,56 @@ _SERIES_SCHEMA: Final = pa.schema(
 )
 
 
-def _series_table(record: Record) -> pa.Table:
-    rows: dict[str, list[Any]] = {name: [] for name in _SERIES_SCHEMA.names}
+#: A metric of at least this many points has a row group of its own; smaller ones share one
+#: up to about as many points (a chart of one reads its group, not the file).
+GROUP_POINTS: Final = 65_536
+
+
+def _series_rows(name: str, segs: Sequence[Segment], rows: dict[str, list[Any]]) -> None:
+    for s in segs:
+        low, high, last = _summary(s)
+        rows["name"].append(name)
+        rows["kind"].append(s.kind.decode())
+        rows["unsigned"].append(s.unsigned)
+        rows["n"].append(len(s))
+        rows["first_step"].append(int(s.steps[0]) if len(s) else None)
+        rows["last_step"].append(int(s.steps[-1]) if len(s) else None)
+        rows["min"].append(low)
+        rows["max"].append(high)
+        rows["last"].append(last)
+        rows["steps"].append(_pco(s.steps))
+        rows["times"].append(_pco(s.times))
+        if isinstance(s.values, list):
+            rows["values"].append(zlib.compress(msgpack.packb(s.values, use_bin_type=True)))
+        else:  # booleans go as int64 (pcodec takes no 8-bit types; 0/1 cost nothing either way)
+            rows["values"].append(_pco(s.values.astype(np.int64) if s.kind == b"?" else s.values))
+
+
+def _series_file(record: Record) -> bytes:
+    """series.parquet: each metric's segments in one row group (:mod:`.series_file`), every
+    page with its CRC32, the groups named in the file's metadata."""
+    groups: list[list[str]] = []
+    points = 0
     for name in sorted(record.series):
-        for s in record.series[name]:
-            low, high, last = _summary(s)
-            rows["name"].append(name)
-            rows["kind"].append(s.kind.decode())
-            rows["unsigned"].append(s.unsigned)
-            rows["n"].append(len(s))
-            rows["first_step"].append(int(s.steps[0]) if len(s) else None)
-            rows["last_step"].append(int(s.steps[-1]) if len(s) else None)
-            rows["min"].append(low)
-            rows["max"].append(high)
-            rows["last"].append(last)
-            rows["steps"].append(_pco(s.steps))
-            rows["times"].append(_pco(s.times))
-            if isinstance(s.values, list):
-                rows["values"].append(zlib.compress(msgpack.packb(s.values, use_bin_type=True)))
-            else:  # booleans go as int64 (pcodec takes no 8-bit types; 0/1 cost nothing either way)
-                rows["values"].append(_pco(s.values.astype(np.int64) if s.kind == b"?" else s.values))
-    return pa.table(rows, schema=_SERIES_SCHEMA)
+        n = sum(len(s) for s in record.series[name])
+        if not groups or points >= GROUP_POINTS or n >= GROUP_POINTS:
+            groups.append([])
+            points = 0
+        groups[-1].append(name)
+        points += n
+    index = {name: [at, sum(len(s) for s in record.series[name])] for at, names in enumerate(groups) for name in names}
+    schema = _SERIES_SCHEMA.with_metadata({GROUPS_KEY: json.dumps(index, separators=(",", ":"))})
+    sink = io.BytesIO()
+    # zstd takes another ~7% off pcodec's columns (the times' runs); a dictionary takes nothing.
+    with pq.ParquetWriter(
+        sink, schema, compression="zstd", use_dictionary=["name", "kind"], write_page_checksum=True
+    ) as writer:
+        for names in groups:
+            rows: dict[str, list[Any]] = {name: [] for name in schema.names}
+            for name in names:
+                _series_rows(name, record.series[name], rows)
+            writer.write_table(pa.table(rows, schema=schema), row_group_size=max(1, len(rows["name"])))
+    return sink.getvalue()
 
 
 def _parquet(table: pa.Table) -> bytes:
@@ -231,9 +256,9 @@ def encode(record: Record) -> dict[str, bytes]:
         schema=pa.schema([("id", pa.string()), ("stream", pa.string()), ("lines", pa.binary()), ("time", pa.string())]),
     )
     objects = {
-        _SERIES: _parquet(_series_table(record)),
-        _OUTPUT: _parquet(output),
-        _REST: zlib.compress(msgpack.packb(_rest(record), use_bin_type=True)),
+        SERIES: _series_file(record),
+        OUTPUT: _parquet(output),
+        REST: zlib.compress(msgpack.packb(_rest(record), use_bin_type=True)),
     }
     manifest = {
         "format": FORMAT,
@@ -248,20 +273,32 @@ def encode(record: Record) -> dict[str, bytes]:
     return objects
 
 
-def manifest_of(objects: dict[str, bytes]) -> dict[str, Any]:
-    """The manifest, once every file it names is there and matches it."""
+def read_manifest(data: bytes | None) -> dict[str, Any]:
+    """The manifest's content, if it is one of this format."""
     try:
-        manifest: dict[str, Any] = json.loads(objects[MANIFEST])
-    except (KeyError, ValueError) as exc:
+        manifest: dict[str, Any] = json.loads(data or b"")
+    except ValueError as exc:
         raise ArchiveError(f"no readable manifest ({exc})") from None
     if manifest.get("format") != FORMAT:
         raise ArchiveError(f"archive format {manifest.get('format')!r} is not {FORMAT}")
-    for name, expected in manifest["files"].items():
-        data = objects.get(name)
-        if data is None:
-            raise ArchiveError(f"{name} is missing")
-        if len(data) != expected["bytes"] or hashlib.sha256(data).hexdigest() != expected["sha256"]:
-            raise ArchiveError(f"{name} does not match the manifest")
+    return manifest
+
+
+def check(manifest: dict[str, Any], name: str, data: bytes | None) -> bytes:
+    """``data``, the file ``name``, if it is there and matches the manifest."""
+    expected = manifest["files"][name]
+    if data is None:
+        raise ArchiveError(f"{name} is missing")
+    if len(data) != expected["bytes"] or hashlib.sha256(data).hexdigest() != expected["sha256"]:
+        raise ArchiveError(f"{name} does not match the manifest")
+    return data
+
+
+def manifest_of(objects: dict[str, bytes]) -> dict[str, Any]:
+    """The manifest, once every file it names is there and matches it."""
+    manifest = read_manifest(objects.get(MANIFEST))
+    for name in manifest["files"]:
+        check(manifest, name, objects.get(name))
     return manifest
 
 
@@ -269,103 +306,24 @@ def decode(objects: dict[str, bytes]) -> Record:
     """The record a verified file set holds (:class:`ArchiveError` if it is not whole); its
     series are decoded a metric at a time, as they are read (:class:`Series`)."""
     manifest_of(objects)
-    rest = msgpack.unpackb(zlib.decompress(objects[_REST]), raw=False)
-    record = Record(
+    return record_of(objects[REST], objects[OUTPUT], open_series(pa.BufferReader(objects[SERIES])))
+
+
+def record_of(rest_file: bytes, output_file: bytes, series: Series) -> Record:
+    """The record of a file set's files (checked already)."""
+    rest = msgpack.unpackb(zlib.decompress(rest_file), raw=False)
+    out = pq.read_table(pa.BufferReader(output_file)).to_pydict()
+    return Record(
         rest["run_id"],
         rest["meta"],
         tags=rest["tags"],
         properties=rest["properties"],
         kinds=rest["kinds"],
         counts=rest["counts"],
+        series=series,
         items=rest["items"],
         files=rest["files"],
         children=rest["children"],
         applied=rest["applied"],
+        output=list(zip(out["id"], out["stream"], out["lines"], out["time"], strict=True)),
     )
-    out = pq.read_table(pa.BufferReader(objects[_OUTPUT])).to_pydict()
-    record.output = list(zip(out["id"], out["stream"], out["lines"], out["time"], strict=True))
-    table = pq.read_table(pa.BufferReader(objects[_SERIES])).to_pydict()
-    columns: dict[str, list[_Columns]] = {}
-    for at, name in enumerate(table["name"]):
-        columns.setdefault(name, []).append(
-            _Columns(
-                table["kind"][at].encode(),
-                table["unsigned"][at],
-                table["n"][at],
-                table["steps"][at],
-                table["values"][at],
-                table["times"][at],
-            )
-        )
-    record.series = Series(columns)
-    return record
-
-
-@dataclass(frozen=True, slots=True)
-class _Columns:
-    """One segment as the series table holds it: its columns still compressed."""
-
-    kind: bytes
-    unsigned: bool
-    n: int
-    steps: bytes
-    values: bytes
-    times: bytes
-
-    def decode(self) -> Segment:
-        numbers = self.numbers()
-        return Segment(self.kind, self.unsigned, numbers.steps, numbers.values, _unpco(self.times, "<f8", self.n))
-
-    def numbers(self) -> Points:
-        values: Any
-        if self.kind == b"s":
-            values = msgpack.unpackb(zlib.decompress(self.values), raw=False)
-        else:
-            values = _unpco(self.values, "i8" if self.kind == b"?" else DTYPES[self.kind].str, self.n)
-            values = values.astype(DTYPES[self.kind]) if self.kind == b"?" else values
-        return Points(self.kind, _unpco(self.steps, "<i8", self.n), values)
-
-
-class Points(NamedTuple):
-    """A segment's steps and values without its times (what a chart reads)."""
-
-    kind: bytes
-    steps: npt.NDArray[np.int64]
-    values: npt.NDArray[np.generic] | list[str]
-
-
-class Series(Mapping[str, list[Segment]]):
-    """An archived record's series by metric name, each metric's columns decoded on its first
-    read and kept: a chart or ``get_metrics`` of one metric does not pay for the run's others
-    (a million points a metric decode in about 10 ms).  The files were checked against the
-    manifest when read; a column that decodes to the wrong count raises :class:`ArchiveError`."""
-
-    def __init__(self, columns: dict[str, list[_Columns]]) -> None:
-        self._columns = columns
-        self._decoded: dict[str, list[Segment]] = {}
-        self._numbers: dict[str, list[Points]] = {}
-        #: The points of every metric, as the table counts them (nothing decoded).
-        self.points = sum(c.n for segments in columns.values() for c in segments)
-
-    def __getitem__(self, name: str) -> list[Segment]:
-        segments = self._decoded.get(name)
-        if segments is None:  # two threads reading it at once both decode it: the same segments
-            segments = self._decoded[name] = [c.decode() for c in self._columns[name]]
-        return segments
-
-    def numbers(self, name: str) -> Sequence[Points | Segment]:
-        """The metric's steps and values: its segments if decoded already, else decoded
-        without their times (a third of the decoding) and kept."""
-        segments = self._decoded.get(name)
-        if segments is not None:
-            return segments
-        numbers = self._numbers.get(name)
-        if numbers is None:
-            numbers = self._numbers[name] = [c.numbers() for c in self._columns.get(name, [])]
-        return numbers
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._columns)
-
-    def __len__(self) -> int:
-        return len(self._columns)

@@ -189,8 +189,8 @@ async def metric_series(request: web.Request) -> web.Response:
     parts: list[bytes] = []
     if arrays is None:
         if (archived := await reader.archived(run_id)) is not None:  # decoded already: no packed form needed
-            arrays = archived.arrays(name)
-            parts = archived.packed_parts(name) if arrays is None else []
+            arrays = await archived.arrays(name)
+            parts = await archived.packed_parts(name) if arrays is None else []
         else:
             parts = await reader.packed_parts(run_id, name)
             arrays = series_arrays(parts)

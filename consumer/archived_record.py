@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from runstream.archive.columns import Segment
-    from runstream.archive.fileset import Points, Record
+    from runstream.archive.fileset import Record
+    from runstream.archive.series_file import Points
 
     Arrays = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], str]
 
@@ -27,15 +28,20 @@ class ArchivedRecord:
         self.key = key
         self.record = record
 
-    def packed_parts(self, name: str) -> list[bytes]:
+    async def packed_parts(self, name: str) -> list[bytes]:
         from runstream.archive.archived import packed_parts  # loaded with the record
 
-        return packed_parts(self.key, self.record, name)
+        return await packed_parts(self.key, self.record, name)
 
-    def arrays(self, name: str) -> Arrays | None:
+    async def arrays(self, name: str) -> Arrays | None:
         from runstream.archive.archived import series_arrays  # loaded with the record
 
-        return series_arrays(self.record.numbers(name))
+        return series_arrays(await self.record.numbers(name))
+
+    async def numbers(self, name: str) -> Sequence[Points | Segment]:
+        """The metric's steps and values, segment by segment (read from the store on its
+        first read)."""
+        return await self.record.numbers(name)
 
     @staticmethod
     def values(segments: Sequence[Points | Segment]) -> list[Value]:

@@ -150,7 +150,7 @@ class RecordReader:
     async def last_value(self, run_id: str, name: str) -> Value | None:
         """The newest point of a series, reading only its newest chunks."""
         if archived := await self.archived(run_id):
-            values = archived.values(list(archived.record.numbers(name))[-1:])
+            values = archived.values(list(await archived.numbers(name))[-1:])
             return values[-1] if values else None
         tail = cast("bytes | None", await self.client.get(self.keys.metric_tail(run_id, name)))
         if not tail:
@@ -200,7 +200,7 @@ class RecordReader:
     async def packed_parts(self, run_id: str, name: str) -> list[bytes]:
         """A metric's packed series as stored: the sealed items, then the tail (each whole chunks)."""
         if archived := await self.archived(run_id):
-            return archived.packed_parts(name)
+            return await archived.packed_parts(name)
         async with self.client.pipeline(transaction=False) as pipe:
             _ = pipe.lrange(self.keys.metric_series(run_id, name), 0, -1)
             _ = pipe.get(self.keys.metric_tail(run_id, name))
@@ -214,7 +214,7 @@ class RecordReader:
     async def arrays(self, run_id: str, name: str) -> Arrays | None:
         """A numeric series as arrays (steps, values as float64, the values' type); None for text."""
         if archived := await self.archived(run_id):
-            return archived.arrays(name)
+            return await archived.arrays(name)
         from runstream.consumer.downsample import series_arrays  # numpy: the server extra's
 
         return series_arrays(await self.packed_parts(run_id, name))
@@ -239,7 +239,7 @@ class RecordReader:
     async def _metric(self, run_id: str, name: str, kind: str, archived: ArchivedRecord | None) -> MetricValue:
         if kind in ("series", "list"):
             if archived is not None:
-                points = archived.values(archived.record.numbers(name))
+                points = archived.values(await archived.numbers(name))
             else:
                 points = unpack_values(await self.packed(run_id, name))
             return points[0] if kind == "series" and len(points) == 1 else points
