@@ -68,6 +68,8 @@ MAX_AHEAD: Final = 1_000_000
 _APPLIED: Final = 1
 _AHEAD_OF_GAP: Final = 2
 _IMPLAUSIBLE: Final = 3
+#: Applied to a run that has ended: its kept search summary may be out of date.
+_APPLIED_TO_ENDED: Final = 5
 _ARCHIVED: Final = 4
 
 #: One stream entry as read: (id, fields); fields None for one trimmed while pending.
@@ -105,11 +107,13 @@ class Outcome:
         applied: per producer of a run, the highest seq applied by this call.
         archived: entries refused as their run's record is archived, by run (left
             pending unless the applier could restore the run and apply them).
+        ended: runs that had ended when a batch of theirs was applied.
     """
 
     held: list[Held] = field(default_factory=list)
     applied: dict[Source, int] = field(default_factory=dict)
     archived: dict[str, list[bytes]] = field(default_factory=dict)
+    ended: set[str] = field(default_factory=set)
 
 
 class Counts(Protocol):
@@ -181,6 +185,8 @@ class Applier:
         failed = await self._dead_letter(stream, dead, done)
         if done:
             await self.client.xack(stream, INGEST_GROUP, *done)
+        if outcome.ended:  # a search makes their summaries again (a late batch may change one)
+            await self.client.hdel(self.keys.summaries(), *sorted(outcome.ended))
         if refused is not None:
             raise refused
         if failed is not None:
@@ -216,7 +222,9 @@ class Applier:
                 dead.append((entry_id, fields[entry_id] or {}, _implausible(batch, last)))
             else:
                 done.append(entry_id)
-                self._count(outcome, batch, p, applied=code == _APPLIED)
+                self._count(outcome, batch, p, applied=code in (_APPLIED, _APPLIED_TO_ENDED))
+                if code == _APPLIED_TO_ENDED:
+                    outcome.ended.add(batch.run_id)
         return outcome
 
     async def _apply_to_archived(

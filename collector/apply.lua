@@ -310,4 +310,9 @@ end
 if ARGV[4] ~= '' then
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'p', producer, 'q', seq_text, 'b', ARGV[4])
 end
+-- 5: applied to a run that has ended (by this batch or before), whose kept search summary,
+-- if any, the collector drops (on another slot: not from here).
+if rank[redis.call('HGET', KEYS[2], 'status')] == 5 then
+  return 5
+end
 return 1

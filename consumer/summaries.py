@@ -1,8 +1,10 @@
 """A run in a few hundred bytes, for search: its attributes, tags, parameters and metrics' last/min/max.
 
-An ended run's summary never changes, so it is made once (from its record, in Redis
+An ended run's summary seldom changes, so it is made once (from its record, in Redis
 or in the archive alike) and kept in the workspace's summaries hash
-(``keys.summaries()``); a run still going is summed up again whenever it changed.  Runs
+(``keys.summaries()``), until a batch applied to the run after its end (a straggling
+producer) has the collector drop it; a run still going is summed up again whenever it
+changed.  Runs
 whose records are in Redis are summed up a few hundred at a time, in two round trips
 (their hashes, then their series), whatever their number.  A
 restore or a delete drops the kept one (:mod:`runstream.archive.lifecycle`).
@@ -181,6 +183,12 @@ async def _not_kept(reader: RecordReader, run_ids: list[str]) -> dict[str, dict[
             _remember(_running, reader.keys.meta(run_id), (version, made))
     if kept:
         await reader.client.hset(reader.keys.summaries(), mapping=kept)  # type: ignore[arg-type]
+        # A batch applied since the version was read (a late one, to an ended run) may have
+        # changed what was kept, and its collector dropped the kept summary before this put
+        # it back: read the versions again, and drop what they say is out of date.
+        now = await _versions(reader, list(kept))
+        if stale := [run_id for run_id in kept if now[run_id] != versions[run_id]]:
+            await reader.client.hdel(reader.keys.summaries(), *stale)
     return found
 
 

@@ -159,6 +159,22 @@ class TestAnswers:
 
         assert {run.id for name, run in sweep.items() if name != "running"} == kept
 
+    def test_a_batch_applied_after_the_end_is_found(
+        self, experiment: Experiment, sweep: dict[str, Run], client: redis.Redis
+    ) -> None:
+        ended = sweep["sweep-0"]
+        experiment.get_runs(filter="metrics.loss < 1")  # its summary made and kept
+        kept_before = client.hexists(experiment.workspace.keys.summaries(), ended.id)
+        late = Run(experiment, ended.id)  # a straggling producer of the run
+        late.log("late", 7.0)
+        late.flush()
+        wait_until(lambda: "late" in Run(experiment, ended.id).get_metrics(), 30, "the late point applied")
+
+        found = names(experiment.get_runs(filter="metrics.late = 7"), sweep)
+
+        assert kept_before
+        assert ["sweep-0"] == found
+
     def test_a_running_run_is_found_as_it_is_now(self, experiment: Experiment, sweep: dict[str, Run]) -> None:
         running = sweep["running"]
         cnn = names(experiment.get_runs(filter="metrics.loss < 0.1 and tags.model = 'cnn'"), sweep)
