@@ -9,6 +9,7 @@ opaque origin, never in the app's (where it could read the API with the viewer's
 
 from __future__ import annotations
 
+import asyncio
 import mimetypes
 import re
 from pathlib import Path
@@ -64,12 +65,27 @@ def file_name(request: web.Request) -> str:
 
 
 async def download_file(request: web.Request) -> web.StreamResponse:
-    run_id, name = request.match_info["run_id"], file_name(request)
+    run_id, name, store = request.match_info["run_id"], file_name(request), request.app[STORE]
     await require_run(request.app[READER], run_id)
-    path = store_path(request.app[STORE], run_id, name)
-    if not path.is_file():
-        raise web.HTTPNotFound(reason=f"run {run_id} has no file {name!r}")
-    return web.FileResponse(path, headers=file_headers(name))
+    if isinstance(store, LocalArtifactStore):
+        path = store_path(store, run_id, name)
+        if not path.is_file():
+            raise web.HTTPNotFound(reason=f"run {run_id} has no file {name!r}")
+        return web.FileResponse(path, headers=file_headers(name))
+    try:
+        size = await asyncio.to_thread(store.size, run_id, name)
+    except FileNotFoundError:
+        raise web.HTTPNotFound(reason=f"run {run_id} has no file {name!r}") from None
+    except InvalidNameError as exc:
+        raise web.HTTPBadRequest(reason=str(exc)) from None
+    # Streamed from the object store as it sends it: a large file is never held whole.
+    response = web.StreamResponse(headers=file_headers(name))
+    response.content_length = size
+    await response.prepare(request)
+    async for chunk in store.chunks(run_id, name):
+        await response.write(chunk)
+    await response.write_eof()
+    return response
 
 
 def store_path(store: LocalArtifactStore, run_id: str, name: str) -> Path:

@@ -23,7 +23,6 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 from redis.exceptions import RedisClusterException, RedisError
 
-from runstream.artifacts import LocalArtifactStore
 from runstream.cli_errors import explained
 from runstream.config import Settings
 from runstream.connection import SOCKET_TIMEOUT, RedisClient, connect, mask_url, seed_nodes, single_node
@@ -48,6 +47,7 @@ from runstream.consumer.sse import FeedHub
 from runstream.consumer.state import HUB, READER, REDIS, SERIES_CACHE, SETTINGS, STORE, UPLOADS
 from runstream.keys import Keys
 from runstream.logconfig import configure_logging
+from runstream.object_artifacts import artifact_store
 
 __all__ = ["ServerSettings", "create_app", "serve", "serve_command"]
 
@@ -161,7 +161,7 @@ def create_app(settings: ServerSettings) -> web.Application:
     app[_STREAMS] = set()
     app[SERIES_CACHE] = SeriesCache()
     app[_REQUESTS] = Counter()
-    app[STORE] = LocalArtifactStore(settings.workspace.data_dir / "artifacts" / settings.workspace.workspace)
+    app[STORE] = artifact_store(settings.workspace)
     app.cleanup_ctx.append(_redis_context)
     app.on_shutdown.append(_close_streams)
     app.on_response_prepare.append(security_headers(page_csp()))

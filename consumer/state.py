@@ -6,12 +6,12 @@ import asyncio
 
 from aiohttp import web
 
-from runstream.artifacts import LocalArtifactStore
 from runstream.connection import RedisClient
 from runstream.consumer.reader import RecordReader
 from runstream.consumer.series_cache import SeriesCache
 from runstream.consumer.settings import ServerSettings
 from runstream.consumer.sse import FeedHub
+from runstream.object_artifacts import ServedStore
 
 __all__ = ["HUB", "READER", "REDIS", "SERIES_CACHE", "SETTINGS", "STORE", "UPLOADS"]
 
@@ -19,7 +19,7 @@ SETTINGS = web.AppKey("settings", ServerSettings)
 REDIS = web.AppKey[RedisClient]("redis")
 READER = web.AppKey("reader", RecordReader)
 HUB = web.AppKey("hub", FeedHub)
-STORE = web.AppKey("store", LocalArtifactStore)
+STORE = web.AppKey[ServedStore]("store")
 SERIES_CACHE = web.AppKey("series_cache", SeriesCache)
 #: Uploads in progress: at most ``ServerSettings.max_uploads`` hold it at once.
 UPLOADS = web.AppKey("uploads", asyncio.Semaphore)

@@ -1,10 +1,10 @@
 """``PUT /api/v1/runs/{run_id}/files/{name}``: a file upload, streamed to disk.
 
 The body is never held whole: it is read chunk by chunk from the connection and written,
-a megabyte at a time in a worker thread, through :meth:`LocalArtifactStore.open_upload`
-(a temporary file, renamed into place once complete, so a reader sees all of it or
-nothing).  Memory per upload is therefore bounded (about a megabyte and aiohttp's read
-buffer), and so are uploads at once: past ``max_uploads`` a request gets 503 with
+a megabyte at a time in a worker thread, through the store's ``open_upload`` (a
+temporary file, renamed into place once complete, or put whole into an object store:
+either way a reader sees all of it or nothing).  Memory per upload is therefore bounded
+(about a megabyte and aiohttp's read buffer), and so are uploads at once: past ``max_uploads`` a request gets 503 with
 ``Retry-After`` at once, before its body is read.  A body over ``max_upload`` bytes
 gets 413 (at once when its Content-Length says so, else as soon as it passes), one that
 stalls ``upload_stall`` seconds 408; either stores nothing.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from runstream.artifacts import StoredFile, Upload
+from runstream.artifacts import LocalArtifactStore, StoredFile, Upload
 from runstream.consumer.files_api import file_name, store_path
 from runstream.consumer.replies import json_reply, require_run
 from runstream.consumer.settings import ServerSettings
@@ -34,7 +34,8 @@ async def upload_file(request: web.Request) -> web.Response:
     run_id, name = request.match_info["run_id"], file_name(request)
     await require_run(request.app[READER], run_id)
     store, settings, uploads = request.app[STORE], request.app[SETTINGS], request.app[UPLOADS]
-    _check_writable(store_path(store, run_id, name), name)
+    if isinstance(store, LocalArtifactStore):
+        _check_writable(store_path(store, run_id, name), name)
     if request.content_length is not None and request.content_length > settings.max_upload:
         raise web.HTTPRequestEntityTooLarge(max_size=settings.max_upload, actual_size=request.content_length)
     if uploads.locked():

@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -61,20 +62,21 @@ class ArtifactStore(Protocol):
 
 
 class Upload:
-    """One file being written to a :class:`LocalArtifactStore`: a temporary file beside its
-    target, renamed into place by :meth:`commit` (atomic: readers see all of it or nothing).
+    """One file being written to a store: a temporary file (in ``folder``), put in place by
+    :meth:`commit` with ``place`` (a rename beside its target, or an object store's put:
+    atomic either way, so readers see all of it or nothing).
 
     Its methods may be called from any thread, one at a time or not (guarded by a lock:
     an abort from one thread waits for a write in flight on another to finish).
     """
 
-    def __init__(self, target: Path, name: str) -> None:
+    def __init__(self, folder: Path, name: str, place: Callable[[Path], object]) -> None:
         self.name = name
         self.size = 0
-        self._target = target
+        self._place = place
         self._digest = hashlib.sha256()
         self._lock = threading.Lock()
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upload-")
         self._tmp = Path(tmp)
         self._out: BinaryIO | None = os.fdopen(fd, "wb")
 
@@ -105,11 +107,16 @@ class Upload:
             out, self._out = self._out, None
             try:
                 out.close()
-                self._tmp.replace(self._target)
-            except BaseException:
-                self._tmp.unlink(missing_ok=True)
-                raise
+                self._place(self._tmp)
+            finally:
+                self._tmp.unlink(missing_ok=True)  # gone already once renamed into place
         return StoredFile(name=self.name, size=self.size, sha256=self._digest.hexdigest())
+
+    def take(self, source: BinaryIO) -> StoredFile:
+        """Write ``source`` (read to its end), then :meth:`commit`."""
+        while chunk := source.read(_CHUNK):
+            self.write(chunk)
+        return self.commit()
 
     def abort(self) -> None:
         """Drop what was written (nothing shows under the name); a no-op once committed or aborted."""
@@ -154,9 +161,7 @@ class LocalArtifactStore:
 
     def put(self, run_id: str, name: str, source: BinaryIO) -> StoredFile:
         with self.open_upload(run_id, name) as upload:
-            while chunk := source.read(_CHUNK):
-                upload.write(chunk)
-            return upload.commit()
+            return upload.take(source)
 
     def open_upload(self, run_id: str, name: str) -> Upload:
         """A file of the run being written chunk by chunk (a streamed HTTP upload): nothing
@@ -169,7 +174,7 @@ class LocalArtifactStore:
         """
         target = self.path_of(run_id, name)
         target.parent.mkdir(parents=True, exist_ok=True)
-        return Upload(target, check_file_name(name))
+        return Upload(target.parent, check_file_name(name), lambda tmp: tmp.replace(target))
 
     def names(self, run_id: str) -> list[str]:
         run_dir = self._run_dir(run_id)

@@ -40,6 +40,7 @@ _ENV: Final = {
     "RUNSTREAM_SHARDS": "shards",
     "RUNSTREAM_LINGER_MS": "linger_ms",
     "RUNSTREAM_ARCHIVE_URL": "archive_url",
+    "RUNSTREAM_ARTIFACTS_URL": "artifacts_url",
 }
 
 
@@ -64,6 +65,8 @@ class Settings:
             ``linger.ms``): a longer one costs a training loop less and charts more delay.
         archive_url: the object store ended runs are archived in (``s3://bucket/prefix``,
             ``file:///folder``); None: the folder ``archive`` in ``data_dir`` (DESIGN §7).
+        artifacts_url: the store run files live in (``s3://bucket/prefix``, ``file:///folder``);
+            None: the folder ``artifacts`` in ``data_dir``.
     """
 
     redis_url: str
@@ -79,6 +82,7 @@ class Settings:
     exit_flush_timeout: float = 10.0
     linger_ms: float = 10.0
     archive_url: str | None = None
+    artifacts_url: str | None = None
 
     def __post_init__(self) -> None:
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
@@ -92,6 +96,8 @@ class Settings:
                 raise ConfigError(f"{name} must be positive")
         if self.heartbeat_interval <= 0 or self.exit_flush_timeout < 0:
             raise ConfigError("heartbeat_interval must be positive and exit_flush_timeout not negative")
+        if self.artifacts_url and not self.artifacts_url.startswith(("s3://", "file:///")):
+            raise ConfigError(f"artifacts_url must be s3://bucket/prefix or file:///folder, not {self.artifacts_url!r}")
         if not 0 < self.linger_ms <= 1000:
             raise ConfigError(f"linger_ms must be above 0 and at most 1000, not {self.linger_ms!r}")
 

@@ -6,10 +6,11 @@ import os
 from pathlib import Path
 from typing import Any, Self
 
-from runstream.artifacts import ArtifactStore, LocalArtifactStore
+from runstream.artifacts import ArtifactStore
 from runstream.config import DATA_DIR_NAME, Settings
 from runstream.connection import mask_url
 from runstream.keys import Keys
+from runstream.object_artifacts import artifact_store as open_artifact_store
 
 __all__ = ["Workspace"]
 
@@ -19,7 +20,8 @@ class Workspace:
 
     Args:
         name: the workspace name (default: from the configuration, else "default").
-        artifact_store: where run files go (default: a local folder in ``data_dir``).
+        artifact_store: where run files go (default: ``artifacts_url``'s store, else a
+            local folder in ``data_dir``).
         **settings: any :class:`~runstream.config.Settings` field (``redis_url``,
             ``data_dir``, ``shards``, ...) overriding the configuration.
 
@@ -43,9 +45,7 @@ class Workspace:
         self.settings = settings
         self.name = settings.workspace
         self.keys = Keys(settings.workspace, prefix=settings.key_prefix, shards=settings.shards)
-        self.artifacts: ArtifactStore = artifact_store or LocalArtifactStore(
-            settings.data_dir / "artifacts" / settings.workspace
-        )
+        self.artifacts: ArtifactStore = artifact_store or open_artifact_store(settings)
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] | None = None) -> Self:

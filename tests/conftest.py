@@ -37,6 +37,9 @@ from runstream.consumer.server import ServerSettings, create_app
 from runstream.logger import get_logger
 from runstream.redis_server import RedisServer
 
+#: The S3-compatible server's fixtures (``s3``, ``bucket``), for the tests of object stores.
+pytest_plugins = ("tests.s3_server",)
+
 # Property tests assert what comes back, not how fast: Hypothesis's default 200 ms deadline per
 # example turned a slow moment of a shared machine into a failure (a round-trip property, in CI).
 hypothesis_settings.register_profile("runstream", deadline=None)
