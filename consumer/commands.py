@@ -11,7 +11,6 @@ code 1 (:mod:`runstream.cli_errors`).
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -23,9 +22,8 @@ from runstream import Experiment, Run, ScriptRunConfig, Workspace
 from runstream.cli_errors import EXIT_USAGE, explained
 from runstream.config import Settings
 from runstream.connection import connect
-from runstream.consumer.reader import RecordReader, wait_for_record
-from runstream.consumer.subscribe import subscribe
-from runstream.consumer.updates import describe, to_json
+from runstream.consumer.reader import RECORD_GRACE, RecordReader, wait_for_record
+from runstream.consumer.tail import tail
 from runstream.consumer.wait import RunFailedError, wait_for_completion
 from runstream.events import TERMINAL_STATUSES
 from runstream.keys import Keys, check_run_id
@@ -36,7 +34,6 @@ T = TypeVar("T")
 EXIT_CODES = {"Completed": 0, "Failed": 1, "Canceled": 2}
 EXIT_TIMEOUT, EXIT_UNKNOWN_RUN = 3, 4
 #: How long a command waits for the record of a run created a moment ago before calling it unknown.
-RECORD_GRACE = 5.0
 
 
 class UnknownRunError(click.ClickException):
@@ -155,13 +152,22 @@ def _summary(value: Any) -> str:
 @click.argument("run_id", callback=_run_id)
 @click.option("--from-start", is_flag=True, help="Print the run's updates from its beginning.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def tail_command(run_id: str, from_start: bool, as_json: bool) -> None:
-    """Print a run's updates as they come, until it ends (like tail -f)."""
+@click.option("--metric", "metrics", multiple=True, metavar="NAME", help="Only this metric's updates (repeatable).")
+@click.option(
+    "--every",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    metavar="SECONDS",
+    help="A line per metric every SECONDS (step, last value, points since) instead of each update.",
+)
+def tail_command(run_id: str, from_start: bool, as_json: bool, metrics: tuple[str, ...], every: float | None) -> None:
+    """Print a run's updates as they come, until it ends (like tail -f); an ended run's history."""
 
     async def work(reader: RecordReader) -> None:
-        await _require_run(reader, run_id)
-        async for item in subscribe(reader.client, reader.keys, run_id, start="beginning" if from_start else "now"):
-            click.echo(json.dumps(to_json(item)) if as_json else describe(item))
+        meta = await _require_run(reader, run_id)
+        await tail(
+            reader, run_id, meta, click.echo, from_start=from_start, as_json=as_json, metrics=metrics, every=every
+        )
 
     _with_reader(work)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -150,6 +151,66 @@ class TestTailAndCancel:
         assert "loss steps 0..2: 3 points, last 1.0" == lines[1]
         assert "tag tags={'k': 'v'}" == lines[2]
         assert "status Failed: nan loss" == lines[3]
+
+
+class TestTailReadable:
+    """``tail`` of an ended run prints its history and returns; a fast run reads as a summary."""
+
+    def test_an_ended_run_prints_its_history_and_returns(self, cli: Experiment) -> None:
+        with cli.start_logging() as run:
+            for i in range(5):
+                run.log("loss", 1.0 / (1 + i))
+                run.log("epoch", i)
+            run.log("note", "done")
+
+        done: list[str] = []
+        tail = threading.Thread(target=lambda: done.append(CliRunner().invoke(main, ["tail", run.id]).output))
+        tail.start()
+        tail.join(30)
+
+        assert not tail.is_alive(), "tail of an ended run did not return"
+        assert [
+            "epoch steps 0..4: 5 points, last 4",
+            "loss steps 0..4: 5 points, last 0.2",
+            "note steps 0..0: 1 points, last 'done'",
+            "status Completed",
+        ] == done[0].splitlines()
+        only_loss = CliRunner().invoke(main, ["tail", run.id, "--metric", "loss", "--json"])
+        assert ["loss", None] == [json.loads(line).get("name") for line in only_loss.output.splitlines()]
+
+    def test_a_fast_run_as_a_summary_of_the_metrics_asked_for(self, cli: Experiment) -> None:
+        run = cli.start_logging()
+        assert "Running" == run.get_status()  # in the record before the CLI looks
+
+        def train() -> None:
+            for step in range(20):
+                for i in range(500):
+                    run.log("loss", 1.0 / (1 + step * 500 + i))
+                    run.log("acc", 0.5)
+                run.flush()
+                time.sleep(0.03)
+            run.complete()
+
+        trainer = threading.Thread(target=train)
+        trainer.start()
+        result = CliRunner().invoke(main, ["tail", run.id, "--from-start", "--every", "0.1", "--metric", "loss"])
+        trainer.join()
+
+        lines = result.output.splitlines()
+        summaries = [line for line in lines if " loss step " in line]
+        assert 0 == result.exit_code, result.output
+        assert not any("acc" in line for line in lines)
+        assert 2 <= len(summaries) < 100  # a line a tenth of a second, not one per update
+        assert 10_000 == sum(_points_since(line) for line in summaries)
+        assert summaries[-1].split(": ")[0].endswith("loss step 9999")
+        assert "status Completed" == lines[-1]
+
+
+def _points_since(summary: str) -> int:
+    """The points a summary line counts since the one before (``... (+1,234, 5,678/s)``)."""
+    found = re.search(r"\(\+([\d,]+), ", summary)
+    assert found is not None, summary
+    return int(found[1].replace(",", ""))
 
 
 class TestJsonUpdates:
