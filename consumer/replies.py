@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from runstream.consumer.reader import RecordReader
+from runstream.consumer.reader import RECORD_GRACE, RecordReader, wait_for_record
 from runstream.consumer.updates import json_value
 
 __all__ = ["json_reply", "require_run"]
@@ -18,8 +18,9 @@ def json_reply(data: Any, status: int = 200) -> web.Response:
 
 
 async def require_run(reader: RecordReader, run_id: str) -> dict[str, str]:
-    """The run's meta hash; 404 if there is no such run."""
-    meta = await reader.meta(run_id)
+    """The run's meta hash; 404 if there is no such run (one started a moment ago, whose
+    record a running collector has not made yet, is waited for a few seconds)."""
+    meta = await wait_for_record(reader, run_id, RECORD_GRACE)
     if not meta:
         raise web.HTTPNotFound(reason=f"no run {run_id!r}")
     return meta

@@ -33,6 +33,7 @@ from runstream.consumer.health import LIVE_PATH, READY_PATH, check_redis_at_star
 from runstream.consumer.openapi import openapi_document
 from runstream.consumer.pages import add_pages, page_csp
 from runstream.consumer.reader import RecordReader
+from runstream.consumer.replies import require_run
 from runstream.consumer.security import (
     Handler,
     Middleware,
@@ -85,8 +86,7 @@ async def run_events(request: web.Request) -> web.StreamResponse:
     """SSE: the run's updates; ``id:`` is the stream id, so Last-Event-ID resumes without gaps."""
     run_id = request.match_info["run_id"]
     reader = request.app[READER]
-    if not await reader.meta(run_id):
-        raise web.HTTPNotFound(reason=f"no run {run_id!r}")
+    await require_run(reader, run_id)  # a run started a moment ago is waited for
     start = request.headers.get("Last-Event-ID") or request.query.get("from") or "$"
     if start != "$" and not _EVENT_ID.fullmatch(start):
         raise web.HTTPBadRequest(reason=f"not a live-stream id: {start[:80]!r}")

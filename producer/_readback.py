@@ -11,7 +11,7 @@ the logger's loop, and import the consumer's reader lazily (DESIGN §1: the SDK 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Final, TypeVar
 
 from redis.exceptions import NoPermissionError
@@ -24,7 +24,7 @@ from runstream.workspace import Workspace
 if TYPE_CHECKING:
     from runstream.consumer.reader import RecordReader
 
-__all__ = ["READ_BOUND", "await_applied", "read_back"]
+__all__ = ["READ_BOUND", "await_applied", "read_back", "recorded_metas"]
 
 T = TypeVar("T")
 #: Seconds a read waits for the collector to apply what this process logged.
@@ -91,3 +91,27 @@ def await_applied(workspace: Workspace, run_id: str, seq: int, bound: float) -> 
             "no_collector_running", run_id=run_id, hint="the run's record is updated when one starts"
         )
     return status
+
+
+def recorded_metas(workspace: Workspace, run_ids: Sequence[str], *, wait: bool) -> dict[str, dict[str, str]]:
+    """The meta hashes of those of ``run_ids`` that have a record; a deleted run's is
+    ``{"deleted": "1"}``.  With ``wait``, one missing that was started a moment ago elsewhere (its first batch not
+    applied yet) is waited for a few seconds while a collector runs
+    (:func:`runstream.consumer.reader.wait_for_record`)."""
+    from runstream.consumer.reader import RECORD_GRACE, RecordReader, wait_for_record  # lazy
+
+    bound = RECORD_GRACE if wait else 0.0
+    settings, keys = workspace.settings, workspace.keys
+
+    async def read() -> dict[str, dict[str, str]]:
+        async with connect(settings.redis_url) as client:
+            reader = RecordReader(client, keys)
+            metas = dict(zip(run_ids, await reader.metas(run_ids), strict=True))
+            for run_id in [run_id for run_id, meta in metas.items() if not meta]:
+                if await client.hexists(keys.meta(run_id), "deleted"):  # a tombstone: not waited for
+                    metas[run_id] = {"deleted": "1"}
+                elif bound > 0:
+                    metas[run_id] = await wait_for_record(reader, run_id, bound)
+            return {run_id: meta for run_id, meta in metas.items() if meta}
+
+    return get_logger().call(read, timeout=bound * len(run_ids) + 30)

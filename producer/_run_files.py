@@ -45,7 +45,11 @@ class RunFiles:
     ) -> None:
         """Log an image from a file (``path``) or a matplotlib figure or ``pyplot`` (``plot``).
 
-        The image is stored as one of the run's files; ``get_metrics`` gives its file name.
+        The image is stored as one of the run's files, and ``get_metrics`` gives its file
+        name: a file under the path given (``plots/roc.png``; an absolute path or one that
+        leaves the folder, under its base name), as Azure's ``log_image`` keeps it; a plot
+        as ``images/<name>.png``.  A name this run stored an image under already gets
+        ``_1``, ``_2``, ... before its suffix: no image replaces another.
 
         Raises:
             ValueError: neither or both of ``path`` and ``plot``, or no file at ``path``.
@@ -58,9 +62,8 @@ class RunFiles:
             source = Path(path)
             if not source.is_file():
                 raise ValueError(f"image {name!r}: no file at {str(source)!r}")
-            suffix = source.suffix.lower() or ".png"
             with source.open("rb") as stream:
-                stored = self._store_file(self._image_file_name(name, suffix), stream)
+                stored = self._store_file(self._image_path_name(path), stream)
         else:
             savefig = getattr(plot, "savefig", None)
             if not callable(savefig):
@@ -74,10 +77,27 @@ class RunFiles:
         self._emit(ImageLogged(name, stored.name, _now()))
 
     def _image_file_name(self, name: str, suffix: str) -> str:
-        count = self._image_counts.get(name, 0)
-        self._image_counts[name] = count + 1
         stem = _UNSAFE_FILE_CHARS.sub("_", name).strip("._") or "image"
-        return f"images/{stem}{f'_{count}' if count else ''}{suffix}"
+        return self._unused(f"images/{stem}{suffix}")
+
+    def _image_path_name(self, path: str | os.PathLike[str]) -> str:
+        """The file name of an image logged from ``path``: the path as given, if it is a
+        relative one inside the folder, else its base name."""
+        given = Path(path)
+        try:
+            kept = check_file_name(given.as_posix()) if not given.is_absolute() else None
+        except ValueError:
+            kept = None
+        return self._unused(kept or check_file_name(given.name))
+
+    def _unused(self, file_name: str) -> str:
+        """``file_name``, or with ``_1``, ``_2``, ... before its suffix once this run stored an image under it."""
+        count = self._image_counts.get(file_name, 0)
+        self._image_counts[file_name] = count + 1
+        if not count:
+            return file_name
+        stem, dot, suffix = file_name.rpartition(".")
+        return f"{stem}_{count}{dot}{suffix}" if dot and "/" not in suffix else f"{file_name}_{count}"
 
     def upload_file(self, name: str, path_or_stream: str | os.PathLike[str] | BinaryIO) -> StoredFile:
         """Store a file (a path, or a binary stream read to its end) as the run's file ``name``.

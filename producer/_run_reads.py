@@ -11,7 +11,7 @@ import asyncio
 import os
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from runstream._batcher import RunHandle
 from runstream._readback import READ_BOUND, await_applied, read_back
@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from runstream.run import Run
 
 T = TypeVar("T")
+#: Run types (:attr:`RunReads.type`), and the property that makes a run a submitted one.
+SCRIPT_RUN: Final = "azureml.scriptrun"
+INTERACTIVE_RUN: Final = "runstream.interactive"
+SCRIPT_PROPERTY: Final = "script"
 
 __all__ = ["RunReads"]
 
@@ -91,6 +95,22 @@ class RunReads:
     def get_properties(self) -> dict[str, str]:
         return self._read(lambda reader: reader.properties(self.id))
 
+    @property
+    def tags(self) -> dict[str, str]:
+        """The run's tags, as its record has them (Azure's ``run.tags``)."""
+        return self.get_tags()
+
+    @property
+    def properties(self) -> dict[str, str]:
+        """The run's properties, as its record has them (Azure's ``run.properties``)."""
+        return self.get_properties()
+
+    @property
+    def type(self) -> str:
+        """The run's type: ``azureml.scriptrun`` for a run ``exp.submit`` started (its
+        properties name its script), ``runstream.interactive`` for ``start_logging``'s."""
+        return SCRIPT_RUN if SCRIPT_PROPERTY in self.get_properties() else INTERACTIVE_RUN
+
     def get_details(self) -> dict[str, Any]:
         """id, experiment, status, start/end times, properties, tags, error and files."""
         return self._read(lambda reader: reader.details(self.id))
@@ -100,7 +120,7 @@ class RunReads:
         from runstream.run import Run  # run builds on this module: a cycle
 
         experiment = self._require_experiment()
-        return [Run(experiment, child) for child in self._read(lambda reader: reader.children(self.id))]
+        return list(Run._recorded(experiment, self._read(lambda reader: reader.children(self.id))))
 
     def wait_for_completion(self, show_output: bool = False, timeout: float | None = None) -> dict[str, Any]:
         """Block until the run is Completed, Failed or Canceled, and return its details.
@@ -153,6 +173,10 @@ class RunReads:
         workspace = self._require_experiment().workspace
         self.flush(bound)
         return read_back(workspace, self.id, self._handle.seq if self._handle is not None else 0, query, bound)
+
+    def _read_now(self, query: Callable[[RecordReader], Awaitable[T]]) -> T:
+        """Run ``query`` on the record as it is (nothing waited for)."""
+        return read_back(self._require_experiment().workspace, self.id, 0, query, READ_BOUND)
 
     def _await_record(self, bound: float) -> Status | None:
         """After a final status: wait until the record shows it, if a collector runs; its status then."""

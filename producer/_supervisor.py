@@ -112,6 +112,17 @@ def supervise(run: Run, config: dict[str, Any], work: Path) -> tuple[int, list[s
         # SDK flushes the script's stdout and stderr every OUTPUT_FLUSH seconds instead,
         # once the script calls Run.get_context().
         "RUNSTREAM_OUTPUT_FLUSH": str(OUTPUT_FLUSH),
+        # The rest of the workspace the script logs to, where this process' settings name it:
+        # its portal URLs, its files and its archive are the submitter's.
+        **{
+            variable: value
+            for variable, value in (
+                ("RUNSTREAM_URL", settings.server_url),
+                ("RUNSTREAM_ARTIFACTS_URL", settings.artifacts_url),
+                ("RUNSTREAM_ARCHIVE_URL", settings.archive_url),
+            )
+            if value
+        },
     }
     command = [str(config["interpreter"]), str(config["script"]), *[str(a) for a in config["arguments"]]]
     child = subprocess.Popen(  # noqa: S603  # the user's own script, as submitted

@@ -50,6 +50,10 @@ class LoggerError(RunstreamError):
     """The logger thread hit an unexpected error; ``log`` and ``flush`` raise it from then on."""
 
 
+class RunNotFoundError(RunstreamError, LookupError):
+    """No run of that id in the workspace (``Run(experiment, run_id)``, ``Run.get``)."""
+
+
 class DecodeError(RunstreamError):
     """A stream entry could not be decoded into events; ``reason`` says why."""
 

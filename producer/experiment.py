@@ -6,9 +6,11 @@ import contextlib
 import io
 import json
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from runstream._run_reads import SCRIPT_PROPERTY
 from runstream._run_storage import with_lifecycle
 from runstream.connection import connect
 from runstream.keys import check_identifier
@@ -24,6 +26,17 @@ if TYPE_CHECKING:
     from runstream.archive.lifecycle import Lifecycle
 
 __all__ = ["Experiment"]
+
+
+def _matches(read: Callable[[], dict[str, str]], wanted: str | dict[str, str] | None) -> bool:
+    """Whether a run's tags (or properties), read only if asked about, have ``wanted``: a
+    name, or names and values."""
+    if wanted is None:
+        return True
+    have = read()
+    if isinstance(wanted, str):
+        return wanted in have
+    return all(have.get(name) == value for name, value in wanted.items())
 
 
 class Experiment:
@@ -73,7 +86,7 @@ class Experiment:
         archive = snapshot(config.source_directory)
         run = Run._start(self, display_name=config.script, parent_id=None, status="Queued")
         run.upload_file("snapshot.zip", io.BytesIO(archive))
-        run.add_properties({"script": config.script, "arguments": json.dumps(config.arguments)})
+        run.add_properties({SCRIPT_PROPERTY: config.script, "arguments": json.dumps(config.arguments)})
         run.flush()
         (executor or LocalExecutor()).launch(run, config)
         return run
@@ -131,17 +144,40 @@ class Experiment:
 
     def get_runs(
         self,
+        type: str | None = None,  # Azure's name
+        tags: str | dict[str, str] | None = None,
+        properties: str | dict[str, str] | None = None,
+        include_children: bool = False,
+        *,
         filter: str | None = None,  # the name every tracker's search uses
         order_by: list[str] | str | None = None,
         limit: int | None = None,
-    ) -> list[Run]:
-        """The experiment's runs, newest first; or those that match ``filter``, sorted by
-        ``order_by``, ``limit`` of them at most, in the search syntax
-        (``"metrics.loss < 0.1 and tags.model = 'cnn'"``, ``["metrics.loss ASC"]``: see the
-        README's "Search")."""
+    ) -> Iterator[Run]:
+        """The experiment's top-level runs (children too with ``include_children``), newest
+        first, as a generator (Azure's shape); each as its record has it.
+
+        Args:
+            type: only runs of this type (:attr:`Run.type`: ``azureml.scriptrun`` for a
+                submitted run, ``runstream.interactive`` for ``start_logging``'s).
+            tags: only runs with this tag (a name), or with these tags' values (a dict).
+            properties: as ``tags``, of the runs' properties.
+            include_children: child runs too.
+            filter, order_by, limit: a search (``"metrics.loss < 0.1 and tags.model = 'cnn'"``,
+                ``["metrics.loss ASC"]``: see the README's "Search"): its matches, in its order.
+        """
         if filter is None and order_by is None and limit is None:
-            return [Run(self, run_id) for run_id in self._run_ids()]
-        return [Run(self, summary["run_id"]) for summary in self.search(filter, order_by, limit)]
+            run_ids = self._run_ids()
+        else:
+            run_ids = [summary["run_id"] for summary in self.search(filter, order_by, limit)]
+        runs = Run._recorded(self, run_ids)
+        return (
+            run
+            for run in runs
+            if (include_children or run.parent_id is None)
+            and (type is None or run.type == type)
+            and _matches(run.get_tags, tags)
+            and _matches(run.get_properties, properties)
+        )
 
     def _run_ids(self) -> list[str]:
         from runstream.consumer.reader import RecordReader  # the SDK reads lazily (DESIGN §1)

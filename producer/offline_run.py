@@ -43,6 +43,7 @@ class OfflineRun(Run):
         self._kinds = {}
         self._image_counts = {}
         self._finished = False
+        self._properties = {}  # immutable here too: what this run added
         self._pid = os.getpid()
 
     def __reduce__(self) -> tuple[Callable[[], OfflineRun], tuple[()]]:

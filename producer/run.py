@@ -11,18 +11,23 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self, cast
+
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from runstream import _lifecycle
 from runstream._batcher import Item, RunHandle
-from runstream._context import submitted_run
+from runstream._log import sdk_logger
+from runstream._readback import recorded_metas
 from runstream._run_files import RunFiles
+from runstream._run_lookup import RunLookup
 from runstream._run_reads import RunReads
 from runstream._run_storage import RunStorage
 from runstream.artifacts import ArtifactStore
-from runstream.errors import ConfigError, RunstreamError
+from runstream.errors import ConfigError, InvalidValueError, RunNotFoundError, RunstreamError
 from runstream.events import (
     TERMINAL_STATUSES,
     Event,
@@ -47,7 +52,7 @@ from runstream.validation import (
     check_value,
     check_values,
 )
-from runstream.workspace import Workspace
+from runstream.workspace import server_url
 
 if TYPE_CHECKING:
     from runstream.experiment import Experiment
@@ -69,7 +74,7 @@ class _Pipe(Protocol):
     def flush(self, timeout: float | None = ...) -> None: ...
 
 
-class Run(RunFiles, RunReads, RunStorage):
+class Run(RunFiles, RunReads, RunStorage, RunLookup):
     """One run of an experiment: what a training script logs to.
 
     ``Run(experiment, run_id)`` attaches to an existing run (to read, tag or log
@@ -86,8 +91,45 @@ class Run(RunFiles, RunReads, RunStorage):
     experiment: Experiment | None
 
     def __init__(self, experiment: Experiment, run_id: str) -> None:
-        self._attach(experiment, run_id, display_name=run_id, parent_id=None, live=False)
-        self.status: Status = "Running"
+        """Attach to the run ``run_id``, as its record has it (status, display name, parent).
+
+        Raises:
+            RunNotFoundError: the workspace has no such run (one started a moment ago
+                elsewhere is waited for while a collector runs).
+            ValueError: ``run_id`` is not a run id.
+        """
+        known = _runs.get(check_run_id(run_id))
+        if known is not None and known.experiment is not None:  # this process made it: no read
+            self._attach(experiment, run_id, known.display_name, known.parent_id, live=False)
+            self.status = known.status
+            return
+        try:
+            meta = recorded_metas(experiment.workspace, [run_id], wait=True).get(run_id)
+        except RedisConnectionError as exc:  # Redis out of reach: attached all the same, logs spool
+            sdk_logger("runstream.run").warning("run_record_not_read", run_id=run_id, error=repr(exc))
+            self._attach(experiment, run_id, run_id, None, live=False)
+            self.status = "NotStarted"
+            return
+        if meta is None or "deleted" in meta:
+            said = "was deleted" if meta else "does not exist"
+            raise RunNotFoundError(f"run {run_id!r} of workspace {experiment.workspace.name!r} {said}")
+        self._attach_recorded(experiment, run_id, meta)
+
+    def _attach_recorded(self, experiment: Experiment, run_id: str, meta: dict[str, str]) -> None:
+        """Attach to the run whose record's meta hash is ``meta``."""
+        parent_id = meta.get("parent_id") or None
+        self._attach(experiment, run_id, meta.get("display_name") or run_id, parent_id, live=False)
+        self.status: Status = cast("Status", meta.get("status", "NotStarted"))
+
+    @classmethod
+    def _recorded(cls, experiment: Experiment, run_ids: Sequence[str]) -> Iterator[Self]:
+        """The runs of ``run_ids`` that have a record, each as its record has it (one read)."""
+        metas = recorded_metas(experiment.workspace, run_ids, wait=False)
+        for run_id in run_ids:
+            if (meta := metas.get(run_id)) is not None and "deleted" not in meta:
+                run = cls.__new__(cls)
+                run._attach_recorded(experiment, run_id, meta)
+                yield run
 
     def _attach(
         self, experiment: Experiment, run_id: str, display_name: str, parent_id: str | None, live: bool
@@ -96,6 +138,7 @@ class Run(RunFiles, RunReads, RunStorage):
         logger = get_logger()
         self.experiment = experiment
         self.id = check_run_id(run_id)  # it names a folder and a hash tag: refused before either
+        _runs[self.id] = self
         self.display_name = display_name
         self.parent_id = parent_id
         self._handle: RunHandle | None = logger.register(run_id, workspace.settings, workspace.keys, live=live)
@@ -107,6 +150,8 @@ class Run(RunFiles, RunReads, RunStorage):
         self._kinds: dict[str, str] = {}  # the other names: "series", "table" or "image"
         self._image_counts: dict[str, int] = {}
         self._finished = False
+        #: The properties set so far, as far as this process knows (None: not read yet).
+        self._properties: dict[str, str] | None = None
         self._pid = os.getpid()  # a forked child's copy leaves the run to this process (see __exit__)
 
     @classmethod
@@ -117,6 +162,7 @@ class Run(RunFiles, RunReads, RunStorage):
         run = cls.__new__(cls)
         run._attach(experiment, run_id, display_name or run_id, parent_id, live=status == "Running")
         run.status = status
+        run._properties = {}  # a new run: only what this object adds
         run._emit(RunStarted(experiment.name, run.display_name, parent_id, status, _now()))
         if status == "Running" and run._handle is not None:  # interactive: this process finishes it at exit
             _lifecycle.opened(run._handle, run._append)
@@ -214,8 +260,20 @@ class Run(RunFiles, RunReads, RunStorage):
         self._emit(TagsSet(check_str_map("tag", tags), _now()))
 
     def add_properties(self, properties: dict[str, Any]) -> None:
-        """Add properties (write-once: a property already set keeps its first value)."""
-        self._emit(PropertiesAdded(check_str_map("property", properties), _now()))
+        """Add properties: immutable, as Azure's, so one already set may be added again
+        with its value only.
+
+        Raises:
+            InvalidValueError: a property already has another value (nothing is added).
+        """
+        checked = check_str_map("property", properties)
+        if self._properties is None:  # attached to a run: what its record holds so far
+            self._properties = self._read_now(lambda reader: reader.properties(self.id))
+        if clash := sorted(k for k, v in checked.items() if self._properties.get(k, v) != v):
+            shown = ", ".join(f"{k!r} is {self._properties[k]!r}" for k in clash[:5])
+            raise InvalidValueError(f"properties are immutable: {shown}, not {checked[clash[0]]!r}")
+        self._properties.update(checked)
+        self._emit(PropertiesAdded(checked, _now()))
 
     # --------------------------------------------------------------------- lifecycle
 
@@ -281,8 +339,8 @@ class Run(RunFiles, RunReads, RunStorage):
     ) -> None:
         if self._finished or self.status in TERMINAL_STATUSES or os.getpid() != self._pid:
             return  # a forked child leaving the block (SystemExit) leaves the run to its parent
-        if exc is None:
-            self.complete()
+        if exc is None or (isinstance(exc, SystemExit) and exc.code in (None, 0)):
+            self.complete()  # sys.exit(0) inside the block is a normal end, as Azure's Run takes it
         else:
             self.fail(exc)
 
@@ -294,33 +352,20 @@ class Run(RunFiles, RunReads, RunStorage):
             raise RunstreamError("an offline run cannot have child runs")
         return Run._start(self.experiment, display_name=name, parent_id=self.id)
 
-    # ---------------------------------------------------------------------- context
-
-    @classmethod
-    def get_context(cls, allow_offline: bool = True) -> Run:
-        """The submitted run this process belongs to, or an offline run.
-
-        Inside a script started by ``exp.submit`` (``RUNSTREAM_RUN_ID`` is set) it
-        returns that run.  Elsewhere it returns an offline run that shows what is
-        logged and keeps it in memory, unless ``allow_offline`` is False.
-        """
-        submitted = submitted_run()
-        if submitted is None:
-            if not allow_offline:
-                raise RunstreamError("not inside a submitted run: RUNSTREAM_RUN_ID is not set")
-            from runstream.offline_run import OfflineRun  # it builds on Run: a cycle
-
-            return OfflineRun()
-        from runstream.experiment import Experiment  # experiment imports run: a cycle
-
-        experiment_name, run_id = submitted
-        return cls(Experiment(Workspace.from_config(), experiment_name), run_id)
-
     def get_portal_url(self) -> str:
-        """The URL of the run's page on ``runstream serve``."""
-        if self.experiment is None or not self.experiment.workspace.settings.server_url:
-            raise ConfigError("no server URL is configured: set RUNSTREAM_URL or run `runstream up`")
-        return f"{self.experiment.workspace.settings.server_url.rstrip('/')}/runs/{self.id}"
+        """The URL of the run's page: on the server the configuration names, else on the one
+        ``runstream up`` runs for the data folder.
+
+        Raises:
+            ConfigError: there is neither (or the run is offline).
+        """
+        if self.experiment is None:
+            raise ConfigError("an offline run has no page")
+        return f"{server_url(self.experiment.workspace.settings)}/runs/{self.id}"
+
+
+#: The runs this process holds, by id: ``Run(experiment, run_id)`` of one needs no record.
+_runs: weakref.WeakValueDictionary[str, Run] = weakref.WeakValueDictionary()
 
 
 def _attached(experiment: Experiment, run_id: str, display_name: str, parent_id: str | None, status: Status) -> Run:

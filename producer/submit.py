@@ -139,6 +139,12 @@ class LocalExecutor:
             "key_prefix": settings.key_prefix,
             "shards": settings.shards,
             "heartbeat_interval": settings.heartbeat_interval,
+            "linger_ms": settings.linger_ms,
+            # The script's portal URLs, files and archive are the submitter's (the token is
+            # not passed on a command line: the environment carries it, if it is set).
+            "server_url": settings.server_url,
+            "archive_url": settings.archive_url,
+            "artifacts_url": settings.artifacts_url,
         }
         command = [sys.executable, "-m", "runstream._supervisor", "--detach", run.id, experiment.name]
         with (logs / "supervisor.log").open("ab") as log:

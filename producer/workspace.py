@@ -4,15 +4,34 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from runstream.artifacts import ArtifactStore
-from runstream.config import DATA_DIR_NAME, Settings
+from runstream.config import DATA_DIR_NAME, Settings, read_instance
 from runstream.connection import mask_url
+from runstream.errors import ConfigError
 from runstream.keys import Keys
 from runstream.object_artifacts import artifact_store as open_artifact_store
 
-__all__ = ["Workspace"]
+if TYPE_CHECKING:
+    from runstream.run import Run
+
+__all__ = ["Workspace", "server_url"]
+
+
+def server_url(settings: Settings) -> str:
+    """The base URL of the workspace's server: the configuration's, else that of the
+    ``runstream up`` running for its data folder (no trailing slash).
+
+    Raises:
+        ConfigError: there is neither.
+    """
+    if settings.server_url:
+        return settings.server_url.rstrip("/")
+    instance = read_instance(settings.data_dir)
+    if instance is not None and instance.alive() and instance.server_url:
+        return instance.server_url.rstrip("/")
+    raise ConfigError("no server URL is configured: set RUNSTREAM_URL, or run `runstream up` in the data folder")
 
 
 class Workspace:
@@ -46,6 +65,16 @@ class Workspace:
         self.name = settings.workspace
         self.keys = Keys(settings.workspace, prefix=settings.key_prefix, shards=settings.shards)
         self.artifacts: ArtifactStore = artifact_store or open_artifact_store(settings)
+
+    def get_run(self, run_id: str) -> Run:
+        """The run ``run_id`` of this workspace, whatever its experiment (Azure's ``Workspace.get_run``).
+
+        Raises:
+            RunNotFoundError: there is no such run.
+        """
+        from runstream.run import Run  # run imports workspace: a cycle
+
+        return Run.get(self, run_id)
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] | None = None) -> Self:

@@ -302,7 +302,7 @@ class TestRunPage:
         assert f"outputs/{XSS}.txt" in page.locator("#files a").all_text_contents()
         assert ["epoch", "train", XSS] == page.locator("#tables th").all_text_contents()
         assert ["1", "2", "3"] == page.locator("#tables td:first-child").all_text_contents()
-        assert ["images/ROC.png", "images/ROC_1.png"] == page.locator("#images figcaption").all_text_contents()
+        assert ["roc.png", "roc_1.png"] == page.locator("#images figcaption").all_text_contents()
         assert ["epoch 0", XSS, "live line"] == page.locator("#output .line").all_text_contents()
         assert 0 == page.locator("img[src=x]").count()
         assert [] == dialogs

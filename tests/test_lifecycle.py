@@ -150,7 +150,7 @@ class TestDelete:
         deleted = experiment.delete()
 
         assert sorted(r.id for r in runs) == sorted(deleted)
-        assert [] == experiment.get_runs()
+        assert [] == list(experiment.get_runs())
         assert [kept.id] == [r.id for r in other.get_runs()]
 
 
@@ -200,7 +200,7 @@ class TestRetention:
         wait_until(lambda: client.hget(workspace.keys.meta(archived.id), "archive") is not None, 30, "archived")
         wait_until(lambda: client.zcard(workspace.keys.archive_due()) == 0, 30, "every run settled")
 
-        assert [] == deleting.get_runs()
+        assert [] == list(deleting.get_runs())
         assert keeper_keys == run_keys(client, workspace, keeper.id)  # kept whole in Redis
         assert client.hget(workspace.keys.meta(keeper.id), "archive") is None
         assert STUB == run_keys(client, workspace, archived.id)

@@ -252,6 +252,16 @@ class TestPortalUrl:
 
         assert f"http://tracker:8080/runs/{run.id}" == run.get_portal_url()
 
+    def test_the_server_runstream_up_runs_for_the_data_folder(self, redis_url: str, tmp_path: Path) -> None:
+        data = tmp_path / ".runstream"
+        data.mkdir()
+        instance = {"redis_url": redis_url, "server_url": "http://127.0.0.1:8731", "pid": os.getpid()}
+        (data / "instance.json").write_text(json.dumps(instance))
+        run = Experiment(make_workspace(redis_url, data), "urls").start_logging()
+        run.complete()
+
+        assert f"http://127.0.0.1:8731/runs/{run.id}" == run.get_portal_url()
+
     def test_no_server_configured(self, experiment: Experiment) -> None:
         run = experiment.start_logging()
         run.complete()

@@ -67,8 +67,8 @@ class TestGetMetrics:
             "both": [1.0, 2.0, 3.0],
             "Y over X": {"x": [1, 2], "y": [0.4, 0.5]},
             "Sine Wave": {"angle": [0, 1, 2], "sine": [0.0, 0.84, 0.91]},
-            "ROC": "images/ROC.png",
-            "many": ["images/many.png", "images/many_1.png"],
+            "ROC": "roc.png",
+            "many": ["roc_1.png", "roc_2.png"],
         } == metrics
         assert int is type(metrics["epochs"])
         assert {"loss": [1.0, 0.5, math.inf]} == run.get_metrics("loss")

@@ -9,7 +9,7 @@ archive, and a malformed filter is refused with where it went wrong.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -108,7 +108,7 @@ def sweep(experiment: Experiment, start_collector: Callable[..., CollectorThread
     return runs
 
 
-def names(runs: list[Run], sweep: dict[str, Run]) -> list[str]:
+def names(runs: Iterable[Run], sweep: dict[str, Run]) -> list[str]:
     by_id = {run.id: name for name, run in sweep.items()}
     return [by_id[run.id] for run in runs]
 

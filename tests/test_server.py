@@ -250,8 +250,8 @@ class TestRunsApi:
             "roc": {"kind": "image", "count": 1},
             "tbl": {"kind": "table", "count": 3},
         } == details["metrics"]
-        assert ["images/roc.png", "outputs/notes.txt"] == [f["name"] for f in details["files"]]
-        assert [len(PNG), THIS_FILE_SIZE] == [f["size"] for f in details["files"]]
+        assert ["outputs/notes.txt", "roc.png"] == [f["name"] for f in details["files"]]
+        assert [THIS_FILE_SIZE, len(PNG)] == [f["size"] for f in details["files"]]
         assert live_id == details["live_id"]
         assert details["started_at"] <= details["ended_at"]
 
@@ -386,7 +386,7 @@ class TestMetricsApi:
         assert ["warmup", "train"] == phase["values"]
         assert {"x": [1, 2], "y": [0.4, 0.3]} == curve["columns"]
         assert ("table", {"a": [1, 2], "b": ["x", "y"]}) == (tbl["kind"], tbl["columns"])
-        assert ("image", ["images/roc.png", "images/roc_1.png"]) == (roc["kind"], roc["files"])
+        assert ("image", ["roc.png", "roc_1.png"]) == (roc["kind"], roc["files"])
 
 
 class TestFilesApi:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import textwrap
 from collections.abc import Callable
@@ -11,7 +12,7 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from runstream import Environment, Experiment, Run, ScriptRunConfig
+from runstream import Environment, Experiment, Run, ScriptRunConfig, Workspace
 from runstream.consumer.cli import main
 from runstream.consumer.wait import RunFailedError
 from runstream.submit import SnapshotTooLargeError, snapshot
@@ -180,3 +181,26 @@ def _output(experiment: Experiment, run_id: str) -> list[str]:
     finally:
         client.close()
     return [line for _, fields in entries for line in fields[b"l"].decode().split("\n")]  # type: ignore[union-attr,index]
+
+
+class TestTheScriptsWorkspace:
+    """A submitted script logs to the submitter's workspace as configured: its server, its store."""
+
+    @pytest.mark.slow
+    def test_portal_url_and_one_context(self, collected: Experiment, tmp_path: Path) -> None:
+        settings = dataclasses.replace(collected.workspace.settings, server_url="http://tracker.example:8080/")
+        experiment = Experiment(Workspace.from_settings(settings), collected.name)
+        script = """
+            from runstream import Run
+            run = Run.get_context()
+            run.tag("url", run.get_portal_url())
+            run.tag("same", str(Run.get_context() is run))
+        """
+        folder = source(tmp_path, {"train.py": script})
+
+        run = experiment.submit(ScriptRunConfig(folder, "train.py"))
+        run.wait_for_completion(timeout=120)
+
+        tags = run.get_tags()
+        assert f"http://tracker.example:8080/runs/{run.id}" == tags["url"]
+        assert "True" == tags["same"]

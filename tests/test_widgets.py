@@ -214,7 +214,7 @@ class TestEndedRun:
         assert {"accuracy", "Sine Wave", "gaps", "flag", "one column"} == set(details.charts)
         assert "a=1, b=2, c=three" in details.values.value
         assert "ünïcode ✓" in details.values.value
-        assert "images/ROC.png" in details.values.value
+        assert "roc.png" in details.values.value
         assert "diverged</td><td><small>last of 3" in details.values.value
 
     @pytest.mark.parametrize("made", ["before", "after"])

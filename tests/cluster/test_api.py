@@ -107,7 +107,7 @@ def log_everything(run: Run, image: Path, n: int) -> dict[str, Any]:
         "accuracy": [0.6, 0.7],
         "Y over X": {"x": [1, 2], "y": [0.4, 0.5]},
         "Sine Wave": {"angle": [0, 1], "sine": [0.0, 0.84]},
-        "ROC": "images/ROC.png",
+        "ROC": "roc.png",
     }
 
 
@@ -148,7 +148,7 @@ class TestEndToEnd:
             }
             assert "outputs/notes.txt" in run.get_file_names()
         assert {run.id for run in runs} == {child.id for child in parent.get_children()}
-        listed = [run.id for run in experiment.get_runs()]
+        listed = [run.id for run in experiment.get_runs(include_children=True)]
         assert {parent.id, *expected} == set(listed)
 
         shards = {cluster.primary_of(keys.ingest(shard)).port for shard in range(keys.shards)}
