@@ -14,7 +14,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, Self, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, Self, cast
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -95,7 +95,8 @@ class Run(RunFiles, RunReads, RunStorage, RunLookup):
 
         Raises:
             RunNotFoundError: the workspace has no such run (one started a moment ago
-                elsewhere is waited for while a collector runs).
+                elsewhere is waited for while a collector runs; one started in the last ten
+                minutes without a record yet is attached, its status NotStarted).
             ValueError: ``run_id`` is not a run id.
         """
         known = _runs.get(check_run_id(run_id))
@@ -107,6 +108,13 @@ class Run(RunFiles, RunReads, RunStorage, RunLookup):
             meta = recorded_metas(experiment.workspace, [run_id], wait=True).get(run_id)
         except RedisConnectionError as exc:  # Redis out of reach: attached all the same, logs spool
             sdk_logger("runstream.run").warning("run_record_not_read", run_id=run_id, error=repr(exc))
+            self._attach(experiment, run_id, run_id, None, live=False)
+            self.status = "NotStarted"
+            return
+        if meta is None and _lately_started(run_id):
+            # Started in the last minutes elsewhere, its first batch still on its way (collectors
+            # behind, or none running yet): attached, as its producers log to it all the same.
+            sdk_logger("runstream.run").info("run_record_not_yet", run_id=run_id)
             self._attach(experiment, run_id, run_id, None, live=False)
             self.status = "NotStarted"
             return
@@ -362,6 +370,18 @@ class Run(RunFiles, RunReads, RunStorage, RunLookup):
         if self.experiment is None:
             raise ConfigError("an offline run has no page")
         return f"{server_url(self.experiment.workspace.settings)}/runs/{self.id}"
+
+
+#: Seconds after its start during which a run without a record yet is not called unknown.
+_LATELY: Final = 600.0
+
+
+def _lately_started(run_id: str) -> bool:
+    """Whether the run id names a start within the last :data:`_LATELY` seconds."""
+    from runstream.consumer.reader import created_at  # the SDK reads lazily (DESIGN §1)
+
+    made = created_at(run_id)
+    return made is not None and abs(time.time() - made) <= _LATELY
 
 
 #: The runs this process holds, by id: ``Run(experiment, run_id)`` of one needs no record.
