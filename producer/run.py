@@ -108,15 +108,13 @@ class Run(RunFiles, RunReads, RunStorage, RunLookup):
             meta = recorded_metas(experiment.workspace, [run_id], wait=True).get(run_id)
         except RedisConnectionError as exc:  # Redis out of reach: attached all the same, logs spool
             sdk_logger("runstream.run").warning("run_record_not_read", run_id=run_id, error=repr(exc))
-            self._attach(experiment, run_id, run_id, None, live=False)
-            self.status = "NotStarted"
+            self._attach_recorded(experiment, run_id, {})
             return
         if meta is None and _lately_started(run_id):
             # Started in the last minutes elsewhere, its first batch still on its way (collectors
             # behind, or none running yet): attached, as its producers log to it all the same.
             sdk_logger("runstream.run").info("run_record_not_yet", run_id=run_id)
-            self._attach(experiment, run_id, run_id, None, live=False)
-            self.status = "NotStarted"
+            self._attach_recorded(experiment, run_id, {})
             return
         if meta is None or "deleted" in meta:
             said = "was deleted" if meta else "does not exist"
@@ -124,7 +122,8 @@ class Run(RunFiles, RunReads, RunStorage, RunLookup):
         self._attach_recorded(experiment, run_id, meta)
 
     def _attach_recorded(self, experiment: Experiment, run_id: str, meta: dict[str, str]) -> None:
-        """Attach to the run whose record's meta hash is ``meta``."""
+        """Attach to the run whose record's meta hash is ``meta`` ({}: no record to go by, so
+        named by its id, without a parent, NotStarted)."""
         parent_id = meta.get("parent_id") or None
         self._attach(experiment, run_id, meta.get("display_name") or run_id, parent_id, live=False)
         self.status: Status = cast("Status", meta.get("status", "NotStarted"))
